@@ -1,0 +1,107 @@
+"""Feature dicts of one model's events to numpy columns, with per-feature quality counts.
+
+Numeric features become one float matrix (missing, null and invalid values are NaN);
+categorical features become integer codes into a per-feature vocabulary that grows as values
+appear (capped, so a cardinality bomb cannot exhaust memory: values past the cap share one code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamwatch.config import FeatureType
+
+MISSING = -1  # category code of a missing or null value
+_NUMERIC_TYPES = frozenset((int, float, type(None)))
+_CATEGORY_TYPES = frozenset((str, type(None)))
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) in (int, float)
+
+
+_is_number_v = np.frompyfunc(_is_number, 1, 1)
+
+
+@dataclass(slots=True)
+class Columns:
+    numeric: npt.NDArray[np.float64]  # (n, n_numeric), NaN where missing or invalid
+    categorical: npt.NDArray[np.int64]  # (n, n_categorical) codes, MISSING where absent
+    missing: npt.NDArray[np.int64]  # per feature (numeric then categorical): absent or null
+    invalid: npt.NDArray[np.int64]  # per feature: present with the wrong type, or non-finite
+
+
+class FeatureSchema:
+    """The features a model is configured with, and their category vocabularies."""
+
+    def __init__(self, features: dict[str, FeatureType], max_vocabulary: int = 10_000) -> None:
+        self.numeric = [n for n, t in features.items() if t is FeatureType.NUMERIC]
+        self.categorical = [n for n, t in features.items() if t is FeatureType.CATEGORICAL]
+        self.names = self.numeric + self.categorical
+        self.max_vocabulary = max_vocabulary
+        self.vocabularies: list[dict[Any, int]] = [{None: MISSING} for _ in self.categorical]
+
+    OVERFLOW = "__overflow__"
+
+    def columns(self, rows: Sequence[dict[str, Any]]) -> Columns:
+        n = len(rows)
+        names = self.numeric
+        raw = [tuple(map(r.get, names)) for r in rows]
+        if set(map(type, chain.from_iterable(raw))) <= _NUMERIC_TYPES:
+            x = np.array(raw, dtype=np.float64).reshape(n, len(names))  # None -> NaN
+            invalid = np.zeros(len(names), dtype=np.int64)
+        else:  # some value of the wrong type: find it without failing the whole batch
+            obj = np.array(raw, dtype=object).reshape(n, len(names))
+            ok = _is_number_v(obj).astype(bool)
+            invalid = (~ok & (obj != None)).sum(axis=0).astype(np.int64)  # noqa: E711
+            x = np.where(ok, obj, np.nan).astype(np.float64)
+        absent = np.isnan(x).sum(axis=0) - invalid
+        finite = np.isfinite(x)
+        nonfinite = (~finite & ~np.isnan(x)).sum(axis=0)
+        if nonfinite.any():
+            x[~finite] = np.nan
+        num_invalid = invalid + nonfinite
+
+        codes = np.empty((n, len(self.categorical)), dtype=np.int64)
+        cat_missing = np.zeros(len(self.categorical), dtype=np.int64)
+        cat_invalid = np.zeros(len(self.categorical), dtype=np.int64)
+        for j, name in enumerate(self.categorical):
+            values = [r.get(name) for r in rows]
+            if not set(map(type, values)) <= _CATEGORY_TYPES:
+                # numbers and booleans are accepted as categories by their text, and counted
+                cat_invalid[j] = sum(1 for v in values if v is not None and type(v) is not str)
+                values = [v if v is None or type(v) is str else str(v).lower() if type(v) is bool else str(v) for v in values]
+            codes[:, j] = self._encode(j, values)
+            cat_missing[j] = int((codes[:, j] == MISSING).sum())
+        return Columns(
+            numeric=x,
+            categorical=codes,
+            missing=np.concatenate([absent, cat_missing]).astype(np.int64),
+            invalid=np.concatenate([num_invalid, cat_invalid]).astype(np.int64),
+        )
+
+    def _encode(self, j: int, values: list[Any]) -> npt.NDArray[np.int64]:
+        vocab = self.vocabularies[j]  # holds None -> MISSING, so lookups need no branch
+        if len(vocab) <= self.max_vocabulary or self.OVERFLOW not in vocab:
+            # first-appearance order keeps codes identical however the events are batched
+            for v in dict.fromkeys(values):
+                if v not in vocab:
+                    if len(vocab) <= self.max_vocabulary:
+                        vocab[v] = len(vocab) - 1
+                    else:
+                        vocab.setdefault(self.OVERFLOW, len(vocab) - 1)
+                        break
+        if self.OVERFLOW in vocab:
+            overflow, get = vocab[self.OVERFLOW], vocab.get
+            return np.fromiter((get(v, overflow) for v in values), np.int64, len(values))
+        return np.fromiter(map(vocab.__getitem__, values), np.int64, len(values))
+
+    def vocabulary(self, j: int) -> list[str]:
+        """Category values of feature ``j`` in code order."""
+        return [v for v in self.vocabularies[j] if v is not None]
