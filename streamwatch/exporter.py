@@ -1,0 +1,181 @@
+"""Prometheus exporter: a collector that renders metric families from engine state at scrape
+time (no per-event ``labels()`` calls on the hot path), and a small HTTP server with
+``/metrics``, ``/healthz`` and ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from streamwatch import __version__
+from streamwatch.decode import Reason
+from streamwatch.engine import Engine
+
+
+class EngineCollector(Collector):
+    """Reads the engine under its lock, copies what it needs, then builds families outside it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        e = self.engine
+        with e.lock:
+            consumed = dict(e.consumed_messages)
+            consumed_bytes = dict(e.consumed_bytes)
+            dead = dict(e.dead_letters)
+            alerts = dict(e.alerts_by_kind)
+            models = [
+                (
+                    m.model_id,
+                    m.events_seen,
+                    m.labels_seen,
+                    m.reference_ready,
+                    list(m.feature_names),
+                    m.scores.copy(),
+                    m.firing.copy(),
+                    m.missing.copy(),
+                    m.invalid.copy(),
+                    m.settings.psi_threshold,
+                )
+                for m in e.monitors.values()
+            ]
+
+        info = GaugeMetricFamily("streamwatch_build_info", "streamwatch build", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+        msgs = CounterMetricFamily("streamwatch_messages_consumed", "Messages read from the input", labels=["source"])
+        nbytes = CounterMetricFamily("streamwatch_consumed_bytes", "Bytes of message values read", labels=["source"])
+        for src, v in sorted(consumed.items()):
+            msgs.add_metric([src], v)
+            nbytes.add_metric([src], consumed_bytes.get(src, 0))
+        yield msgs
+        yield nbytes
+
+        dl = CounterMetricFamily(
+            "streamwatch_dead_letters", "Events sent to the dead-letter output, by reason", labels=["reason"]
+        )
+        for reason in sorted(set(Reason.ALL) | set(dead)):
+            dl.add_metric([reason], dead.get(reason, 0))
+        yield dl
+
+        events = CounterMetricFamily("streamwatch_events", "Valid events processed", labels=["model", "type"])
+        ready = GaugeMetricFamily("streamwatch_reference_ready", "1 once the model's reference is fixed", labels=["model"])
+        fl = ["model", "feature", "detector"]
+        score = GaugeMetricFamily("streamwatch_feature_drift_score", "Drift statistic of the feature's window", labels=fl)
+        threshold = GaugeMetricFamily("streamwatch_feature_drift_threshold", "Score above which the feature drifts", labels=fl)
+        status = GaugeMetricFamily("streamwatch_feature_drift_status", "1 while a drift alert fires", labels=fl)
+        missing = CounterMetricFamily(
+            "streamwatch_feature_missing_values", "Values absent or null", labels=["model", "feature"]
+        )
+        invalid = CounterMetricFamily(
+            "streamwatch_feature_invalid_values", "Values of the wrong type or not finite", labels=["model", "feature"]
+        )
+        for model, seen, labels_seen, is_ready, names, scores, firing, miss, inval, thr in models:
+            events.add_metric([model, "prediction"], seen)
+            events.add_metric([model, "label"], labels_seen)
+            ready.add_metric([model], 1.0 if is_ready else 0.0)
+            for j, name in enumerate(names):
+                if is_ready:
+                    s = float(scores[j])
+                    if not math.isnan(s):
+                        score.add_metric([model, name, "psi"], s)
+                    threshold.add_metric([model, name, "psi"], thr)
+                    status.add_metric([model, name, "psi"], 1.0 if firing[j] else 0.0)
+                missing.add_metric([model, name], int(miss[j]))
+                invalid.add_metric([model, name], int(inval[j]))
+        yield from (events, ready, score, threshold, status, missing, invalid)
+
+        total = CounterMetricFamily("streamwatch_alerts", "Alert events emitted", labels=["model", "kind", "status"])
+        firing_now: dict[tuple[str, str], int] = {}
+        for (model, kind, st), v in sorted(alerts.items()):
+            total.add_metric([model, kind, st], v)
+            firing_now[(model, kind)] = firing_now.get((model, kind), 0) + (v if st == "firing" else -v)
+        yield total
+        af = GaugeMetricFamily("streamwatch_alerts_firing", "Alerts firing now", labels=["model", "kind"])
+        for (model, kind), v in sorted(firing_now.items()):
+            af.add_metric([model, kind], v)
+        yield af
+
+
+class Health:
+    """Liveness from the main loop's heartbeat; readiness set by the runtime."""
+
+    def __init__(self, stall_seconds: float = 60.0) -> None:
+        self.stall_seconds = stall_seconds
+        self.ready = False
+        self.last_beat = time.monotonic()
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return time.monotonic() - self.last_beat < self.stall_seconds
+
+
+class Exporter:
+    """Registry, runtime metrics and the HTTP endpoints of one worker process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(EngineCollector(engine))
+        self.batch_seconds = Histogram(
+            "streamwatch_batch_duration_seconds",
+            "Time to decode and process one micro-batch",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.health = Health()
+        self._server: ThreadingHTTPServer | None = None
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start serving in a daemon thread; returns the bound port (``port`` 0 picks one)."""
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, exporter.render(), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    ok = exporter.health.alive
+                    self._send(200 if ok else 503, b"ok\n" if ok else b"main loop stalled\n")
+                elif path == "/readyz":
+                    ok = exporter.health.ready
+                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                else:
+                    self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
+
+            def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass  # scrapes every few seconds would drown the worker's log
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="exporter", daemon=True).start()
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

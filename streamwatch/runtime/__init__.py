@@ -1,0 +1,1 @@
+"""Shells around the engine: Kafka (the service) and files (replay and backfill)."""

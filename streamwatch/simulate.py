@@ -1,0 +1,127 @@
+"""Synthetic prediction and label events with known, injected changes (and their ground truth).
+
+The same generator feeds the demo, the end-to-end tests and the benchmarks, so every one of
+them knows exactly where a detector should fire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamwatch.events import format_timestamp
+
+NUMERIC_NAMES = ["age", "income", "debt_ratio", "tenure_months", "utilization", "num_accounts"]
+# (mean, standard deviation) per numeric feature, in the units a development set would have
+NUMERIC_SCALES = [(41.0, 12.0), (52_000.0, 18_000.0), (0.35, 0.12), (48.0, 30.0), (0.45, 0.2), (6.0, 3.0)]
+COUNTRIES = ["DE", "FR", "NL", "IT", "ES"]
+COUNTRY_P = [0.35, 0.25, 0.15, 0.15, 0.10]
+SCENARIOS = ("none", "mean_shift")
+DEFAULT_START_MS = 1_798_761_600_000  # 2027-01-01T00:00:00Z: a fixed start keeps runs identical
+
+
+def numeric_names(n: int) -> list[str]:
+    return [NUMERIC_NAMES[i] if i < len(NUMERIC_NAMES) else f"x{i}" for i in range(n)]
+
+
+@dataclass
+class Scenario:
+    """Parameters of one simulated stream; ``truth()`` says what was injected where."""
+
+    name: str = "mean_shift"
+    model_id: str = "credit-risk"
+    events: int = 20_000
+    numeric_features: int = 4
+    change_at: int = 10_000
+    shift_feature: str = "income"
+    shift_sigmas: float = 1.0
+    rate_per_second: float = 100.0
+    start_ms: int = DEFAULT_START_MS
+    label_share: float = 0.5
+    label_delay_seconds: float = 600.0
+    seed: int = 7
+    features: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.name!r}; choose one of {', '.join(SCENARIOS)}")
+        if not 1 <= self.numeric_features <= 50:
+            raise ValueError("numeric_features must be between 1 and 50")
+        self.features = numeric_names(self.numeric_features)
+        if self.name == "mean_shift" and self.shift_feature not in self.features:
+            raise ValueError(f"shift_feature {self.shift_feature!r} is not among {self.features}")
+
+    def time_ms(self, i: int) -> int:
+        return self.start_ms + int(i * 1000 / self.rate_per_second)
+
+    def config(self) -> dict[str, Any]:
+        """The ``models`` entry a streamwatch config needs for this stream."""
+        feats: dict[str, str] = {n: "numeric" for n in self.features}
+        feats["country"] = "categorical"
+        return {self.model_id: {"features": feats}}
+
+    def truth(self) -> dict[str, Any]:
+        changes = []
+        if self.name == "mean_shift":
+            changes.append(
+                {
+                    "kind": "data_drift",
+                    "feature": self.shift_feature,
+                    "change": f"mean + {self.shift_sigmas} standard deviations",
+                    "start_index": self.change_at,
+                    "start_time": format_timestamp(self.time_ms(self.change_at)),
+                }
+            )
+        return {
+            "scenario": self.name,
+            "model_id": self.model_id,
+            "events": self.events,
+            "seed": self.seed,
+            "features": [*self.features, "country"],
+            "changes": changes,
+        }
+
+
+def generate(s: Scenario) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Prediction events in time order, and label events (for ``label_share`` of them) in time order."""
+    rng = np.random.default_rng(s.seed)
+    n, k = s.events, s.numeric_features
+    z = rng.standard_normal((n, k))
+    if s.name == "mean_shift":
+        z[s.change_at :, s.features.index(s.shift_feature)] += s.shift_sigmas
+    scales = [NUMERIC_SCALES[i] if i < len(NUMERIC_SCALES) else (0.0, 1.0) for i in range(k)]
+    x = z * np.array([sd for _, sd in scales]) + np.array([mu for mu, _ in scales])
+    country = rng.choice(len(COUNTRIES), size=n, p=COUNTRY_P)
+    weights = rng.normal(0, 1, k)
+    p_reject = 1 / (1 + np.exp(-(z @ weights) / np.sqrt(k) - 1.0))
+    truth_reject = rng.random(n) < p_reject
+    labelled = rng.random(n) < s.label_share
+    delays = rng.exponential(s.label_delay_seconds * 1000, n).astype(np.int64)
+
+    predictions: list[dict[str, Any]] = []
+    labels: list[tuple[int, dict[str, Any]]] = []
+    names = s.features
+    for i in range(n):
+        t = s.time_ms(i)
+        feats: dict[str, Any] = {names[j]: round(float(x[i, j]), 4) for j in range(k)}
+        feats["country"] = COUNTRIES[int(country[i])]
+        pr = round(float(p_reject[i]), 4)
+        event_id = f"{s.model_id}-{s.seed}-{i}"
+        predictions.append(
+            {
+                "event_id": event_id,
+                "model_id": s.model_id,
+                "model_version": "1",
+                "timestamp": format_timestamp(t),
+                "features": feats,
+                "prediction": {"label": "reject" if pr >= 0.5 else "approve", "scores": {"approve": round(1 - pr, 4), "reject": pr}},
+            }
+        )
+        if labelled[i]:
+            lt = t + int(delays[i])
+            label = "reject" if truth_reject[i] else "approve"
+            labels.append((lt, {"event_id": event_id, "model_id": s.model_id, "timestamp": format_timestamp(lt), "label": label}))
+    labels.sort(key=lambda p: p[0])
+    return predictions, [e for _, e in labels]
