@@ -1,0 +1,108 @@
+"""The per-model monitor: finds a planted drift, stays quiet without one, restores exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamwatch.config import DriftSettings, FeatureType
+from streamwatch.decode import PredictionGroup
+from streamwatch.monitor import ModelMonitor, SnapshotError
+from streamwatch.simulate import Scenario, generate
+
+
+def _groups(events: list[dict], sizes: list[int]) -> list[PredictionGroup]:
+    out, i, k = [], 0, 0
+    while i < len(events):
+        size = sizes[k % len(sizes)]
+        g = PredictionGroup(events[0]["model_id"])
+        for ev in events[i : i + size]:
+            g.event_ids.append(ev["event_id"])
+            g.times_ms.append(int(np.datetime64(ev["timestamp"].rstrip("Z"), "ms").astype(np.int64)))
+            g.versions.append(ev.get("model_version"))
+            g.features.append(ev["features"])
+            g.predictions.append(ev["prediction"])
+        out.append(g)
+        i += size
+        k += 1
+    return out
+
+
+def _monitor(s: Scenario, drift: DriftSettings | None = None) -> ModelMonitor:
+    feats = {k: FeatureType(v) for k, v in s.config()[s.model_id]["features"].items()}
+    return ModelMonitor(s.model_id, feats, drift or DriftSettings())
+
+
+def _run(m: ModelMonitor, groups: list[PredictionGroup]) -> list:
+    alerts = []
+    for g in groups:
+        alerts += m.process(g)
+    return alerts
+
+
+def test_finds_mean_shift_on_the_right_feature_with_change_start() -> None:
+    s = Scenario(events=12_000, change_at=6_000, shift_sigmas=1.0, seed=11)
+    preds, _ = generate(s)
+    alerts = _run(_monitor(s), _groups(preds, [777]))
+    firing = [a for a in alerts if a.status == "firing"]
+    assert [a.feature for a in firing] == ["income"]
+    a = firing[0]
+    assert a.kind == "data_drift" and a.detector == "psi" and a.statistic > a.threshold
+    assert 6_000 < a.events_seen <= 7_000  # found within one window of the change
+    assert a.detected_at_ms == s.time_ms(a.events_seen - 1)
+    assert a.change_started_at_ms is not None
+    assert abs(a.change_started_at_ms - s.time_ms(6_000)) <= 2 * 100 * 1000 / s.rate_per_second
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_quiet_without_change(seed: int) -> None:
+    s = Scenario(name="none", events=10_000, seed=seed)
+    preds, _ = generate(s)
+    assert _run(_monitor(s), _groups(preds, [1000])) == []
+
+
+def test_alert_resolves_when_the_shift_goes_away() -> None:
+    s = Scenario(events=6_000, change_at=2_000, seed=3)
+    preds, _ = generate(s)
+    back = generate(Scenario(name="none", events=4_000, seed=4))[0]
+    for i, ev in enumerate(back):  # continue the stream after the drift, from the reference again
+        ev["timestamp"] = preds[-1]["timestamp"]
+        ev["event_id"] = f"back-{i}"
+    alerts = _run(_monitor(s), _groups(preds + back, [500]))
+    assert [(a.feature, a.status) for a in alerts] == [("income", "firing"), ("income", "resolved")]
+
+
+def test_same_alerts_however_batched_and_across_snapshots() -> None:
+    s = Scenario(events=8_000, change_at=4_000, seed=2)
+    preds, _ = generate(s)
+    whole = _run(_monitor(s), _groups(preds, [8_000]))
+    m = _monitor(s)
+    pieces = []
+    for i, g in enumerate(_groups(preds, [1, 333, 50, 999])):
+        if i % 3 == 0:  # restore from a snapshot between batches, during warm-up too
+            m = ModelMonitor.restore(m.snapshot())
+        pieces += m.process(g)
+    assert whole and pieces == whole
+    assert m.snapshot() == ModelMonitor.restore(m.snapshot()).snapshot()
+
+
+def test_snapshot_rejects_other_formats() -> None:
+    with pytest.raises(SnapshotError):
+        ModelMonitor.restore(b'{"format": "streamwatch.model-monitor", "version": 99}')
+    with pytest.raises(SnapshotError):
+        ModelMonitor.restore(b"\x80\x04pickle")
+
+
+def test_missing_and_invalid_values_are_counted_not_fatal() -> None:
+    m = ModelMonitor("m", {"a": FeatureType.NUMERIC, "c": FeatureType.CATEGORICAL}, DriftSettings(reference_size=50))
+    g = PredictionGroup("m")
+    rows = [{"a": 1.0, "c": "x"}, {"a": None}, {"a": "12", "c": 5}, {"a": True, "c": None}, {"a": 2.0}]
+    for i, r in enumerate(rows):
+        g.event_ids.append(str(i))
+        g.times_ms.append(i)
+        g.versions.append(None)
+        g.features.append(r)
+        g.predictions.append({"label": "x"})
+    assert m.process(g) == []
+    assert m.missing.tolist() == [1, 3]  # a: None; c: absent twice and null once
+    assert m.invalid.tolist() == [2, 1]  # a: "12" and True; c: 5
