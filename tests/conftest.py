@@ -1,0 +1,195 @@
+"""Shared fixtures. End-to-end tests use the real local Kafka broker (started here with
+deploy/local/kafka.sh when it is not running) and a real Prometheus server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).parents[1]
+BOOTSTRAP = os.environ.get("STREAMWATCH_TEST_BOOTSTRAP", "127.0.0.1:9092")
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def kafka() -> str:
+    """Bootstrap servers of a running broker; starts the local one if needed."""
+    host, port = BOOTSTRAP.rsplit(":", 1)
+    if not _port_open(host, int(port)):
+        subprocess.run([str(REPO / "deploy/local/kafka.sh"), "up"], check=True, timeout=600)
+    return BOOTSTRAP
+
+
+@pytest.fixture
+def topics() -> dict[str, str]:
+    """Fresh topic names per test, so tests never see each other's events."""
+    tag = uuid.uuid4().hex[:8]
+    return {
+        "predictions": f"t{tag}.predictions",
+        "labels": f"t{tag}.labels",
+        "alerts": f"t{tag}.alerts",
+        "dead_letters": f"t{tag}.dlq",
+    }
+
+
+def write_config(path: Path, bootstrap: str, topics: dict[str, str], models: dict[str, Any], **extra: Any) -> Path:
+    doc = {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"g-{uuid.uuid4().hex[:8]}"},
+        "topics": {**topics, "partitions": 2},
+        "batch": {"max_events": 500, "timeout_seconds": 0.1, "commit_interval_seconds": 0.5},
+        "metrics": {"host": "127.0.0.1", "port": 0},
+        "models": models,
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, b""
+
+
+def wait_until(cond: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Worker:
+    """`streamwatch run` in a child process, as a user would start it."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.metrics_port = free_port()
+        self.log = log
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamwatch", "run", "--config", str(config), "--metrics-port", str(self.metrics_port)],
+            stdout=self._out, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+        try:
+            wait_until(lambda: self.proc.poll() is not None or http_get(self.url("/readyz"), 1)[0] == 200, 60, "worker ready")
+        except Exception:
+            self.stop()
+            raise
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{log.read_text()[-3000:]}")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}{path}"
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._out.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Any]:
+    workers: list[Worker] = []
+
+    def start(config: Path) -> Worker:
+        w = Worker(config, tmp_path / f"worker{len(workers)}.log")
+        workers.append(w)
+        return w
+
+    yield start
+    for w in workers:
+        w.stop()
+
+
+class PrometheusServer:
+    """A real Prometheus scraping the given targets every second."""
+
+    def __init__(self, targets: list[str], workdir: Path) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            subprocess.run([str(REPO / "deploy/local/prometheus.sh"), "install"], check=True, timeout=900)
+            binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        self.port = free_port()
+        cfg = workdir / "prometheus.yml"
+        cfg.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "streamwatch", "static_configs": [{"targets": targets}]}],
+        }))
+        self._log = (workdir / "prometheus.log").open("wb")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: http_get(f"http://127.0.0.1:{self.port}/-/ready", 1)[0] == 200, 60, "prometheus ready")
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        import json
+        from urllib.parse import quote
+
+        status, body = http_get(f"http://127.0.0.1:{self.port}/api/v1/query?query={quote(promql)}")
+        doc = json.loads(body)
+        assert status == 200 and doc["status"] == "success", doc
+        return list(doc["data"]["result"])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._log.close()
+
+
+@pytest.fixture
+def prometheus_for(tmp_path: Path) -> Iterator[Any]:
+    servers: list[PrometheusServer] = []
+
+    def start(targets: list[str]) -> PrometheusServer:
+        d = tmp_path / f"prom{len(servers)}"
+        d.mkdir()
+        s = PrometheusServer(targets, d)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
