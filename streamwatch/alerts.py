@@ -66,10 +66,15 @@ class Alert:
 
 def describe(alert_event: dict[str, Any]) -> str:
     """One readable line for a terminal."""
-    where = f"{alert_event['model_id']}/{alert_event['feature']}" if alert_event.get("feature") else alert_event["model_id"]
+    where = (
+        f"{alert_event['model_id']}/{alert_event['feature']}"
+        if alert_event.get("feature")
+        else alert_event["model_id"]
+    )
     began = alert_event.get("change_started_at")
     return (
         f"[{alert_event['status'].upper():8}] {alert_event['kind']:<12} {where:<28} "
-        f"{alert_event['detector']}={alert_event['statistic']:.3f} (threshold {alert_event['threshold']:.3f}) "
+        f"{alert_event['detector']}={alert_event['statistic']:.3f} "
+        f"(threshold {alert_event['threshold']:.3f}) "
         f"detected {alert_event['detected_at']}" + (f", began ~{began}" if began else "")
     )

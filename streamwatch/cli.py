@@ -55,8 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         port = exporter.serve(settings.metrics.host, settings.metrics.port)
     except OSError as e:
-        raise UsageError(f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {e.strerror}; "
-                         "choose another with --metrics-port or metrics.port") from None
+        raise UsageError(
+            f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {e.strerror}; "
+            "choose another with --metrics-port or metrics.port"
+        ) from None
     log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
     try:
         if settings.topics.create:
@@ -68,7 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     worker = KafkaWorker(settings, engine, exporter, on_alert=_print_alert if args.print_alerts else None)
     log.info(
         "consuming %s and %s as group %s from %s",
-        settings.topics.predictions, settings.topics.labels, settings.kafka.group_id, settings.kafka.bootstrap_servers,
+        settings.topics.predictions,
+        settings.topics.labels,
+        settings.kafka.group_id,
+        settings.kafka.bootstrap_servers,
     )
     code = worker.run()
     exporter.close()
@@ -89,8 +94,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         dl = args.dead_letters.open("wb") if args.dead_letters else None
         try:
             summary = replay(
-                engine, args.predictions, args.labels, alerts_out, dl,
-                on_alert=None if args.quiet else _print_alert, batch_size=settings.batch.max_events,
+                engine,
+                args.predictions,
+                args.labels,
+                alerts_out,
+                dl,
+                on_alert=None if args.quiet else _print_alert,
+                batch_size=settings.batch.max_events,
             )
         finally:
             if dl:
@@ -107,9 +117,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     start_ms = int(time.time() * 1000) if args.start == "now" else None
     try:
         scenario = Scenario(
-            name=args.scenario, model_id=args.model, events=args.events, numeric_features=args.features,
+            name=args.scenario,
+            model_id=args.model,
+            events=args.events,
+            numeric_features=args.features,
             change_at=args.change_at if args.change_at is not None else args.events // 2,
-            shift_feature=args.shift_feature, shift_sigmas=args.shift, rate_per_second=args.rate, seed=args.seed,
+            shift_feature=args.shift_feature,
+            shift_sigmas=args.shift,
+            rate_per_second=args.rate,
+            seed=args.seed,
             **({"start_ms": start_ms} if start_ms is not None else {}),
         )
     except ValueError as e:
@@ -123,19 +139,34 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         (out / "labels.jsonl").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in labels))
         (out / "truth.json").write_bytes(orjson.dumps(truth, option=orjson.OPT_INDENT_2))
         (out / "config.yaml").write_text(yaml.safe_dump({"models": scenario.config()}, sort_keys=False))
-        print(f"wrote {len(predictions)} predictions, {len(labels)} labels, truth.json and config.yaml to {out}")
+        print(
+            f"wrote {len(predictions)} predictions, {len(labels)} labels, truth.json and config.yaml to {out}"
+        )
     if args.to_kafka:
         from streamwatch.runtime.produce import produce_events
 
-        settings = _settings(args) if args.config else load_config(
-            None, models=scenario.config(), **({"kafka": {"bootstrap_servers": args.bootstrap_servers}} if args.bootstrap_servers else {})
+        settings = (
+            _settings(args)
+            if args.config
+            else load_config(
+                None,
+                models=scenario.config(),
+                **(
+                    {"kafka": {"bootstrap_servers": args.bootstrap_servers}} if args.bootstrap_servers else {}
+                ),
+            )
         )
         n = produce_events(settings, predictions, labels, realtime_rate=args.rate if args.realtime else None)
-        print(f"produced {n} events to {settings.topics.predictions} and {settings.topics.labels} "
-              f"at {settings.kafka.bootstrap_servers}")
+        print(
+            f"produced {n} events to {settings.topics.predictions} and {settings.topics.labels} "
+            f"at {settings.kafka.bootstrap_servers}"
+        )
     if not args.quiet:
         for c in truth["changes"]:
-            print(f"injected: {c['kind']} on {c['feature']} ({c['change']}) at event {c['start_index']}, {c['start_time']}")
+            print(
+                f"injected: {c['kind']} on {c['feature']} ({c['change']}) "
+                f"at event {c['start_index']}, {c['start_time']}"
+            )
     return OK
 
 
@@ -143,63 +174,116 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     k = settings.kafka
     print(f"config {args.config}: valid")
-    print(f"kafka: {k.bootstrap_servers} group {k.group_id}" + (f" client {k.redacted_client()}" if k.client else ""))
+    print(
+        f"kafka: {k.bootstrap_servers} group {k.group_id}"
+        + (f" client {k.redacted_client()}" if k.client else "")
+    )
     t = settings.topics
-    print(f"topics: predictions={t.predictions} labels={t.labels} alerts={t.alerts} dead_letters={t.dead_letters}")
+    print(
+        f"topics: predictions={t.predictions} labels={t.labels} "
+        f"alerts={t.alerts} dead_letters={t.dead_letters}"
+    )
     print(f"metrics: http://{settings.metrics.host}:{settings.metrics.port}/metrics")
     for model_id, m in settings.models.items():
         d = settings.drift_for(model_id)
         num = [n for n, ty in m.features.items() if ty.value == "numeric"]
         cat = [n for n, ty in m.features.items() if ty.value == "categorical"]
         print(f"model {model_id}: {len(num)} numeric {num}, {len(cat)} categorical {cat}")
-        print(f"  reference: first {d.reference_size} events; window {d.window_size} events, evaluated every "
-              f"{d.step}; PSI fires > {d.psi_threshold}, resolves < {d.psi_resolve}")
+        print(
+            f"  reference: first {d.reference_size} events; window {d.window_size} events, evaluated every "
+            f"{d.step}; PSI fires > {d.psi_threshold}, resolves < {d.psi_resolve}"
+        )
     return OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streamwatch", description="Watch ML models in production from their event streams.")
+    p = argparse.ArgumentParser(
+        prog="streamwatch", description="Watch ML models in production from their event streams."
+    )
     p.add_argument("--version", action="version", version=f"streamwatch {__version__}")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_arg(sp: argparse.ArgumentParser, required: bool = True) -> None:
-        sp.add_argument("--config", "-c", type=Path, required=required, help="YAML config file (STREAMWATCH_* variables override it)")
+        sp.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            required=required,
+            help="YAML config file (STREAMWATCH_* variables override it)",
+        )
         sp.add_argument("--bootstrap-servers", help="override kafka.bootstrap_servers")
 
-    r = sub.add_parser("run", help="run the worker on Kafka", description="Consume predictions and labels from Kafka, "
-                       "serve /metrics, /healthz and /readyz, publish alerts and dead letters.")
+    r = sub.add_parser(
+        "run",
+        help="run the worker on Kafka",
+        description="Consume predictions and labels from Kafka, "
+        "serve /metrics, /healthz and /readyz, publish alerts and dead letters.",
+    )
     config_arg(r)
     r.add_argument("--metrics-port", type=int, help="override metrics.port (0 picks a free port)")
     r.add_argument("--print-alerts", action="store_true", help="also print each alert as one line on stdout")
     r.set_defaults(func=cmd_run)
 
-    rp = sub.add_parser("replay", help="run the same core over JSON Lines files",
-                        description="Process prediction (and label) files in event-time order, as the worker would.")
+    rp = sub.add_parser(
+        "replay",
+        help="run the same core over JSON Lines files",
+        description="Process prediction (and label) files in event-time order, as the worker would.",
+    )
     config_arg(rp)
-    rp.add_argument("--predictions", type=Path, required=True, help="prediction events, one JSON object per line")
+    rp.add_argument(
+        "--predictions",
+        type=Path,
+        required=True,
+        help="prediction events, one JSON object per line",
+    )
     rp.add_argument("--labels", type=Path, help="label events, one JSON object per line")
     rp.add_argument("--alerts", type=Path, required=True, help="where to write alert events (JSON Lines)")
     rp.add_argument("--dead-letters", type=Path, help="where to write dead letters (JSON Lines)")
     rp.add_argument("--quiet", "-q", action="store_true", help="do not print alerts as they happen")
     rp.set_defaults(func=cmd_replay)
 
-    s = sub.add_parser("simulate", help="write synthetic events with a known drift",
-                       description="Generate prediction and label events with an injected change and its ground truth.")
+    s = sub.add_parser(
+        "simulate",
+        help="write synthetic events with a known drift",
+        description="Generate prediction and label events with an injected change and its ground truth.",
+    )
     config_arg(s, required=False)
     s.add_argument("--scenario", default="mean_shift", choices=["none", "mean_shift"])
     s.add_argument("--model", default="credit-risk", help="model_id of the events")
     s.add_argument("--events", type=int, default=20_000)
-    s.add_argument("--features", type=int, default=4, help="numeric features (a categorical 'country' is added)")
+    s.add_argument(
+        "--features",
+        type=int,
+        default=4,
+        help="numeric features (a categorical 'country' is added)",
+    )
     s.add_argument("--change-at", type=int, help="event index where the change begins (default: half way)")
     s.add_argument("--shift-feature", default="income")
     s.add_argument("--shift", type=float, default=1.0, help="mean shift in standard deviations")
     s.add_argument("--rate", type=float, default=100.0, help="events per second of event time")
     s.add_argument("--seed", type=int, default=7)
-    s.add_argument("--start", choices=["fixed", "now"], default="fixed", help="event times from a fixed date or from now")
-    s.add_argument("--out", type=Path, help="directory for predictions.jsonl, labels.jsonl, truth.json, config.yaml")
-    s.add_argument("--to-kafka", action="store_true", help="produce to the topics of --config (or the defaults)")
-    s.add_argument("--realtime", action="store_true", help="with --to-kafka, produce at --rate events per second")
+    s.add_argument(
+        "--start",
+        choices=["fixed", "now"],
+        default="fixed",
+        help="event times from a fixed date or from now",
+    )
+    s.add_argument(
+        "--out",
+        type=Path,
+        help="directory for predictions.jsonl, labels.jsonl, truth.json, config.yaml",
+    )
+    s.add_argument(
+        "--to-kafka",
+        action="store_true",
+        help="produce to the topics of --config (or the defaults)",
+    )
+    s.add_argument(
+        "--realtime",
+        action="store_true",
+        help="with --to-kafka, produce at --rate events per second",
+    )
     s.add_argument("--quiet", "-q", action="store_true")
     s.set_defaults(func=cmd_simulate)
 
@@ -212,7 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     if args.command == "simulate" and not (args.out or args.to_kafka):
         parser.error("simulate needs --out DIR or --to-kafka")
     try:

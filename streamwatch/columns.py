@@ -76,7 +76,10 @@ class FeatureSchema:
             if not set(map(type, values)) <= _CATEGORY_TYPES:
                 # numbers and booleans are accepted as categories by their text, and counted
                 cat_invalid[j] = sum(1 for v in values if v is not None and type(v) is not str)
-                values = [v if v is None or type(v) is str else str(v).lower() if type(v) is bool else str(v) for v in values]
+                values = [
+                    v if v is None or type(v) is str else str(v).lower() if type(v) is bool else str(v)
+                    for v in values
+                ]
             codes[:, j] = self._encode(j, values)
             cat_missing[j] = int((codes[:, j] == MISSING).sum())
         return Columns(

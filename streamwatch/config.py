@@ -84,9 +84,7 @@ class KafkaSettings(_Strict):
         return v
 
     def redacted_client(self) -> dict[str, Any]:
-        return {
-            k: ("***" if any(s in k for s in _SECRET_KEYS) else v) for k, v in self.client.items()
-        }
+        return {k: ("***" if any(s in k for s in _SECRET_KEYS) else v) for k, v in self.client.items()}
 
 
 class TopicSettings(_Strict):
@@ -122,7 +120,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    drift: DriftSettings = Field(default_factory=DriftSettings)  # type: ignore[arg-type]
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     models: dict[str, ModelSettings] = Field(min_length=1)
 
     @classmethod

@@ -88,7 +88,7 @@ def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode("ascii")
 
 
-class Invalid(Exception):
+class InvalidEventError(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -128,9 +128,12 @@ _SCALAR = (int, float, str, bool, type(None))
 def _identifier(ev: dict[str, Any], name: str) -> str:
     v = ev.get(name)
     if v is None:
-        raise Invalid(Reason.MISSING_FIELD, f"{name} is missing")
+        raise InvalidEventError(Reason.MISSING_FIELD, f"{name} is missing")
     if type(v) is not str or not v or len(v) > MAX_ID_LENGTH:
-        raise Invalid(Reason.INVALID_FIELD, f"{name} must be a non-empty string of at most {MAX_ID_LENGTH} characters")
+        raise InvalidEventError(
+            Reason.INVALID_FIELD,
+            f"{name} must be a non-empty string of at most {MAX_ID_LENGTH} characters",
+        )
     return v
 
 
@@ -138,62 +141,67 @@ def _time(ev: dict[str, Any], fallback_ms: int | None) -> int:
     ts = ev.get("timestamp")
     if ts is None:
         if fallback_ms is None or fallback_ms < 0:
-            raise Invalid(Reason.INVALID_TIMESTAMP, "no timestamp in the event nor on the message")
+            raise InvalidEventError(Reason.INVALID_TIMESTAMP, "no timestamp in the event nor on the message")
         return fallback_ms
     if type(ts) not in (str, int):
-        raise Invalid(Reason.INVALID_TIMESTAMP, "timestamp must be RFC 3339 or epoch milliseconds")
+        raise InvalidEventError(Reason.INVALID_TIMESTAMP, "timestamp must be RFC 3339 or epoch milliseconds")
     try:
         ms = parse_timestamp(ts)
     except (ValueError, OverflowError):
-        raise Invalid(Reason.INVALID_TIMESTAMP, f"timestamp {str(ts)[:64]!r} is not RFC 3339 or epoch milliseconds in range") from None
+        raise InvalidEventError(
+            Reason.INVALID_TIMESTAMP,
+            f"timestamp {str(ts)[:64]!r} is not RFC 3339 or epoch milliseconds in range",
+        ) from None
     if ms < 0:
-        raise Invalid(Reason.INVALID_TIMESTAMP, "timestamp is before 1970")
+        raise InvalidEventError(Reason.INVALID_TIMESTAMP, "timestamp is before 1970")
     return ms
 
 
 def _load(raw: RawMessage) -> dict[str, Any]:
     if not raw.value:
-        raise Invalid(Reason.EMPTY_MESSAGE, "message has no value")
+        raise InvalidEventError(Reason.EMPTY_MESSAGE, "message has no value")
     try:
         ev = orjson.loads(raw.value)
     except orjson.JSONDecodeError as e:
         try:
             raw.value.decode("utf-8")
         except UnicodeDecodeError:
-            raise Invalid(Reason.INVALID_UTF8, "message is not valid UTF-8") from None
-        raise Invalid(Reason.INVALID_JSON, f"not valid JSON: {str(e)[:200]}") from None
+            raise InvalidEventError(Reason.INVALID_UTF8, "message is not valid UTF-8") from None
+        raise InvalidEventError(Reason.INVALID_JSON, f"not valid JSON: {str(e)[:200]}") from None
     if type(ev) is not dict:
-        raise Invalid(Reason.NOT_AN_OBJECT, f"event must be a JSON object, got {type(ev).__name__}")
+        raise InvalidEventError(Reason.NOT_AN_OBJECT, f"event must be a JSON object, got {type(ev).__name__}")
     return ev
 
 
 def _check_prediction(p: Any) -> dict[str, Any]:
     if p is None:
-        raise Invalid(Reason.MISSING_FIELD, "prediction is missing")
+        raise InvalidEventError(Reason.MISSING_FIELD, "prediction is missing")
     if type(p) is not dict:
-        raise Invalid(Reason.INVALID_FIELD, "prediction must be an object")
+        raise InvalidEventError(Reason.INVALID_FIELD, "prediction must be an object")
     label, scores, value = p.get("label"), p.get("scores"), p.get("value")
     if label is None and scores is None and value is None:
-        raise Invalid(Reason.INVALID_FIELD, "prediction needs a label, scores or a value")
+        raise InvalidEventError(Reason.INVALID_FIELD, "prediction needs a label, scores or a value")
     if label is not None and type(label) not in (str, int, bool):
-        raise Invalid(Reason.INVALID_FIELD, "prediction.label must be a string, integer or boolean")
+        raise InvalidEventError(Reason.INVALID_FIELD, "prediction.label must be a string, integer or boolean")
     if value is not None and type(value) not in _NUMBER:
-        raise Invalid(Reason.INVALID_FIELD, "prediction.value must be a number")
+        raise InvalidEventError(Reason.INVALID_FIELD, "prediction.value must be a number")
     if scores is not None and (
         type(scores) is not dict or any(type(s) not in _NUMBER for s in scores.values())
     ):
-        raise Invalid(Reason.INVALID_FIELD, "prediction.scores must map class names to numbers")
+        raise InvalidEventError(Reason.INVALID_FIELD, "prediction.scores must map class names to numbers")
     return p
 
 
 def _check_features(f: Any) -> dict[str, Any]:
     if f is None:
-        raise Invalid(Reason.MISSING_FIELD, "features is missing")
+        raise InvalidEventError(Reason.MISSING_FIELD, "features is missing")
     if type(f) is not dict:
-        raise Invalid(Reason.INVALID_FIELD, "features must be an object")
+        raise InvalidEventError(Reason.INVALID_FIELD, "features must be an object")
     if not all(type(v) in _SCALAR for v in f.values()):
         bad = next(k for k, v in f.items() if type(v) not in _SCALAR)
-        raise Invalid(Reason.INVALID_FIELD, f"feature {bad[:64]!r} must be a number, string, boolean or null")
+        raise InvalidEventError(
+            Reason.INVALID_FIELD, f"feature {bad[:64]!r} must be a number, string, boolean or null"
+        )
     return f
 
 
@@ -210,14 +218,16 @@ def decode_predictions(
             event_id = _identifier(ev, "event_id")
             model_id = _identifier(ev, "model_id")
             version = ev.get("model_version")
-            if version is not None and (type(version) is not str or not version or len(version) > MAX_ID_LENGTH):
-                raise Invalid(Reason.INVALID_FIELD, "model_version must be a non-empty string")
+            if version is not None and (
+                type(version) is not str or not version or len(version) > MAX_ID_LENGTH
+            ):
+                raise InvalidEventError(Reason.INVALID_FIELD, "model_version must be a non-empty string")
             t = _time(ev, raw.timestamp_ms)
             features = _check_features(ev.get("features"))
             prediction = _check_prediction(ev.get("prediction"))
             if model_id not in models:
-                raise Invalid(Reason.UNKNOWN_MODEL, f"model {model_id[:64]!r} is not configured")
-        except Invalid as e:
+                raise InvalidEventError(Reason.UNKNOWN_MODEL, f"model {model_id[:64]!r} is not configured")
+        except InvalidEventError as e:
             dead.append(DeadLetter(raw, e.reason, e.detail, model_id))
             continue
         g = groups.get(model_id)
@@ -246,14 +256,16 @@ def decode_labels(
             t = _time(ev, raw.timestamp_ms)
             label, value = ev.get("label"), ev.get("value")
             if (label is None) == (value is None):
-                raise Invalid(Reason.INVALID_FIELD, "a label event carries exactly one of label and value")
+                raise InvalidEventError(
+                    Reason.INVALID_FIELD, "a label event carries exactly one of label and value"
+                )
             if label is not None and type(label) not in (str, int, bool):
-                raise Invalid(Reason.INVALID_FIELD, "label must be a string, integer or boolean")
+                raise InvalidEventError(Reason.INVALID_FIELD, "label must be a string, integer or boolean")
             if value is not None and type(value) not in _NUMBER:
-                raise Invalid(Reason.INVALID_FIELD, "value must be a number")
+                raise InvalidEventError(Reason.INVALID_FIELD, "value must be a number")
             if model_id not in models:
-                raise Invalid(Reason.UNKNOWN_MODEL, f"model {model_id[:64]!r} is not configured")
-        except Invalid as e:
+                raise InvalidEventError(Reason.UNKNOWN_MODEL, f"model {model_id[:64]!r} is not configured")
+        except InvalidEventError as e:
             dead.append(DeadLetter(raw, e.reason, e.detail, model_id))
             continue
         g = groups.get(model_id)

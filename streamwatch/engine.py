@@ -42,7 +42,9 @@ class Engine:
         m = self.monitors.get(model_id)
         if m is None:
             cfg = self.settings.models[model_id]
-            m = self.monitors[model_id] = ModelMonitor(model_id, cfg.features, self.settings.drift_for(model_id))
+            m = self.monitors[model_id] = ModelMonitor(
+                model_id, cfg.features, self.settings.drift_for(model_id)
+            )
         return m
 
     def process_predictions(self, messages: Sequence[RawMessage], source: str = "predictions") -> BatchResult:

@@ -6,11 +6,22 @@ validates the same rules without building model objects (see :mod:`streamwatch.d
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 MAX_ID_LENGTH = 256
 # RFC 3339 date-time (the JSON Schema holds the same pattern)
@@ -32,9 +43,10 @@ def _event_time(v: str) -> str:
     return v
 
 
-Timestamp = Annotated[StrictStr, Field(pattern=RFC3339.pattern), AfterValidator(_event_time)] | Annotated[
-    StrictInt, Field(ge=0, le=MAX_EPOCH_MS)
-]
+Timestamp = (
+    Annotated[StrictStr, Field(pattern=RFC3339.pattern), AfterValidator(_event_time)]
+    | Annotated[StrictInt, Field(ge=0, le=MAX_EPOCH_MS)]
+)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -60,7 +72,7 @@ def parse_timestamp(value: str | int) -> int:
         if dot:
             digits = _DIGITS.match(frac)
             assert digits is not None  # guaranteed by the pattern
-            value = head + "." + digits.group()[:6].ljust(6, "0") + frac[digits.end():]
+            value = head + "." + digits.group()[:6].ljust(6, "0") + frac[digits.end() :]
         dt = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
         return (dt - _EPOCH) // _MS
     raise ValueError("timestamp must be RFC 3339 with an offset, or epoch milliseconds")
@@ -150,6 +162,6 @@ class AlertEvent(_Event):
     @field_validator("statistic", "threshold")
     @classmethod
     def _finite(cls, v: float) -> float:
-        if v != v or v in (float("inf"), float("-inf")):
+        if not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v

@@ -54,8 +54,12 @@ class EngineCollector(Collector):
         info.add_metric([__version__], 1)
         yield info
 
-        msgs = CounterMetricFamily("streamwatch_messages_consumed", "Messages read from the input", labels=["source"])
-        nbytes = CounterMetricFamily("streamwatch_consumed_bytes", "Bytes of message values read", labels=["source"])
+        msgs = CounterMetricFamily(
+            "streamwatch_messages_consumed", "Messages read from the input", labels=["source"]
+        )
+        nbytes = CounterMetricFamily(
+            "streamwatch_consumed_bytes", "Bytes of message values read", labels=["source"]
+        )
         for src, v in sorted(consumed.items()):
             msgs.add_metric([src], v)
             nbytes.add_metric([src], consumed_bytes.get(src, 0))
@@ -63,23 +67,37 @@ class EngineCollector(Collector):
         yield nbytes
 
         dl = CounterMetricFamily(
-            "streamwatch_dead_letters", "Events sent to the dead-letter output, by reason", labels=["reason"]
+            "streamwatch_dead_letters",
+            "Events sent to the dead-letter output, by reason",
+            labels=["reason"],
         )
         for reason in sorted(set(Reason.ALL) | set(dead)):
             dl.add_metric([reason], dead.get(reason, 0))
         yield dl
 
         events = CounterMetricFamily("streamwatch_events", "Valid events processed", labels=["model", "type"])
-        ready = GaugeMetricFamily("streamwatch_reference_ready", "1 once the model's reference is fixed", labels=["model"])
+        ready = GaugeMetricFamily(
+            "streamwatch_reference_ready", "1 once the model's reference is fixed", labels=["model"]
+        )
         fl = ["model", "feature", "detector"]
-        score = GaugeMetricFamily("streamwatch_feature_drift_score", "Drift statistic of the feature's window", labels=fl)
-        threshold = GaugeMetricFamily("streamwatch_feature_drift_threshold", "Score above which the feature drifts", labels=fl)
-        status = GaugeMetricFamily("streamwatch_feature_drift_status", "1 while a drift alert fires", labels=fl)
+        score = GaugeMetricFamily(
+            "streamwatch_feature_drift_score", "Drift statistic of the feature's window", labels=fl
+        )
+        threshold = GaugeMetricFamily(
+            "streamwatch_feature_drift_threshold", "Score above which the feature drifts", labels=fl
+        )
+        status = GaugeMetricFamily(
+            "streamwatch_feature_drift_status", "1 while a drift alert fires", labels=fl
+        )
         missing = CounterMetricFamily(
-            "streamwatch_feature_missing_values", "Values absent or null", labels=["model", "feature"]
+            "streamwatch_feature_missing_values",
+            "Values absent or null",
+            labels=["model", "feature"],
         )
         invalid = CounterMetricFamily(
-            "streamwatch_feature_invalid_values", "Values of the wrong type or not finite", labels=["model", "feature"]
+            "streamwatch_feature_invalid_values",
+            "Values of the wrong type or not finite",
+            labels=["model", "feature"],
         )
         for model, seen, labels_seen, is_ready, names, scores, firing, miss, inval, thr in models:
             events.add_metric([model, "prediction"], seen)
@@ -96,7 +114,9 @@ class EngineCollector(Collector):
                 invalid.add_metric([model, name], int(inval[j]))
         yield from (events, ready, score, threshold, status, missing, invalid)
 
-        total = CounterMetricFamily("streamwatch_alerts", "Alert events emitted", labels=["model", "kind", "status"])
+        total = CounterMetricFamily(
+            "streamwatch_alerts", "Alert events emitted", labels=["model", "kind", "status"]
+        )
         firing_now: dict[tuple[str, str], int] = {}
         for (model, kind, st), v in sorted(alerts.items()):
             total.add_metric([model, kind, st], v)
@@ -167,7 +187,7 @@ class Exporter:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # scrapes every few seconds would drown the worker's log
 
         self._server = ThreadingHTTPServer((host, port), Handler)

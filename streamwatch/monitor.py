@@ -153,7 +153,9 @@ class ModelMonitor:
                     feature=name,
                     detector=PSI.name,
                     status="firing" if firing else "resolved",
-                    severity=("critical" if score >= 2 * s.psi_threshold else "warning") if firing else "info",
+                    severity=("critical" if score >= 2 * s.psi_threshold else "warning")
+                    if firing
+                    else "info",
                     statistic=round(score, 6),
                     threshold=s.psi_threshold if firing else s.psi_resolve,
                     detected_at_ms=t_ms,

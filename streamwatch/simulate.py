@@ -15,7 +15,14 @@ from streamwatch.events import format_timestamp
 
 NUMERIC_NAMES = ["age", "income", "debt_ratio", "tenure_months", "utilization", "num_accounts"]
 # (mean, standard deviation) per numeric feature, in the units a development set would have
-NUMERIC_SCALES = [(41.0, 12.0), (52_000.0, 18_000.0), (0.35, 0.12), (48.0, 30.0), (0.45, 0.2), (6.0, 3.0)]
+NUMERIC_SCALES = [
+    (41.0, 12.0),
+    (52_000.0, 18_000.0),
+    (0.35, 0.12),
+    (48.0, 30.0),
+    (0.45, 0.2),
+    (6.0, 3.0),
+]
 COUNTRIES = ["DE", "FR", "NL", "IT", "ES"]
 COUNTRY_P = [0.35, 0.25, 0.15, 0.15, 0.10]
 SCENARIOS = ("none", "mean_shift")
@@ -116,12 +123,25 @@ def generate(s: Scenario) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 "model_version": "1",
                 "timestamp": format_timestamp(t),
                 "features": feats,
-                "prediction": {"label": "reject" if pr >= 0.5 else "approve", "scores": {"approve": round(1 - pr, 4), "reject": pr}},
+                "prediction": {
+                    "label": "reject" if pr >= 0.5 else "approve",
+                    "scores": {"approve": round(1 - pr, 4), "reject": pr},
+                },
             }
         )
         if labelled[i]:
             lt = t + int(delays[i])
             label = "reject" if truth_reject[i] else "approve"
-            labels.append((lt, {"event_id": event_id, "model_id": s.model_id, "timestamp": format_timestamp(lt), "label": label}))
+            labels.append(
+                (
+                    lt,
+                    {
+                        "event_id": event_id,
+                        "model_id": s.model_id,
+                        "timestamp": format_timestamp(lt),
+                        "label": label,
+                    },
+                )
+            )
     labels.sort(key=lambda p: p[0])
     return predictions, [e for _, e in labels]

@@ -55,7 +55,9 @@ def topics() -> dict[str, str]:
     }
 
 
-def write_config(path: Path, bootstrap: str, topics: dict[str, str], models: dict[str, Any], **extra: Any) -> Path:
+def write_config(
+    path: Path, bootstrap: str, topics: dict[str, str], models: dict[str, Any], **extra: Any
+) -> Path:
     doc = {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"g-{uuid.uuid4().hex[:8]}"},
         "topics": {**topics, "partitions": 2},
@@ -96,11 +98,26 @@ class Worker:
         self.log = log
         self._out = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamwatch", "run", "--config", str(config), "--metrics-port", str(self.metrics_port)],
-            stdout=self._out, stderr=subprocess.STDOUT, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "streamwatch",
+                "run",
+                "--config",
+                str(config),
+                "--metrics-port",
+                str(self.metrics_port),
+            ],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         try:
-            wait_until(lambda: self.proc.poll() is not None or http_get(self.url("/readyz"), 1)[0] == 200, 60, "worker ready")
+            wait_until(
+                lambda: self.proc.poll() is not None or http_get(self.url("/readyz"), 1)[0] == 200,
+                60,
+                "worker ready",
+            )
         except Exception:
             self.stop()
             raise
@@ -146,17 +163,30 @@ class PrometheusServer:
             binary = shutil.which("prometheus") or "/usr/bin/prometheus"
         self.port = free_port()
         cfg = workdir / "prometheus.yml"
-        cfg.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "streamwatch", "static_configs": [{"targets": targets}]}],
-        }))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "scrape_configs": [{"job_name": "streamwatch", "static_configs": [{"targets": targets}]}],
+                }
+            )
+        )
         self._log = (workdir / "prometheus.log").open("wb")
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={cfg}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
-        wait_until(lambda: http_get(f"http://127.0.0.1:{self.port}/-/ready", 1)[0] == 200, 60, "prometheus ready")
+        wait_until(
+            lambda: http_get(f"http://127.0.0.1:{self.port}/-/ready", 1)[0] == 200,
+            60,
+            "prometheus ready",
+        )
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         import json

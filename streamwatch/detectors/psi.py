@@ -101,7 +101,7 @@ class PSI:
         """Estimate, per feature, the block (oldest = 0) where the change began.
 
         For every split ``k`` the blocks from ``k`` on are pooled; the estimate maximises
-        ``events after k × PSI(after k)``, a likelihood-ratio-style statistic that favours the
+        ``events after k * PSI(after k)``, a likelihood-ratio-style statistic that favours the
         longest stretch that differs from the reference.
         """
         k = blocks.shape[0]

@@ -35,8 +35,10 @@ class ReplaySummary:
     def lines(self) -> list[str]:
         rate = (self.predictions + self.labels) / self.seconds if self.seconds else 0.0
         out = [
-            f"events: {self.predictions} predictions, {self.labels} labels in {self.seconds:.2f} s ({rate:,.0f} events/s)",
-            "dead letters: " + (", ".join(f"{r}={n}" for r, n in sorted(self.dead_letters.items())) or "none"),
+            f"events: {self.predictions} predictions, {self.labels} labels "
+            f"in {self.seconds:.2f} s ({rate:,.0f} events/s)",
+            "dead letters: "
+            + (", ".join(f"{r}={n}" for r, n in sorted(self.dead_letters.items())) or "none"),
             "alerts: " + (", ".join(f"{k}/{s}={n}" for (k, s), n in sorted(self.alerts.items())) or "none"),
         ]
         return out
@@ -54,8 +56,8 @@ def _event_time(line: bytes, last: int) -> int:
 def _lines(path: Path, kind: int, timed: bool) -> Iterator[tuple[int, int, RawMessage]]:
     last = 0
     with path.open("rb") as f:
-        for no, line in enumerate(f, start=1):
-            line = line.rstrip(b"\r\n")
+        for no, text in enumerate(f, start=1):
+            line = text.rstrip(b"\r\n")
             if not line.strip():
                 continue
             if timed:

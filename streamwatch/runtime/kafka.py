@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streamwatch.config import Settings
 from streamwatch.decode import DeadLetter, RawMessage
@@ -49,7 +49,11 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
             f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {e.args[0].str()}"
         ) from None
     wanted = [t.predictions, t.labels, t.alerts, t.dead_letters]
-    new = [NewTopic(name, t.partitions, t.replication_factor) for name in dict.fromkeys(wanted) if name not in existing]
+    new = [
+        NewTopic(name, t.partitions, t.replication_factor)
+        for name in dict.fromkeys(wanted)
+        if name not in existing
+    ]
     if not new:
         return
     for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
@@ -63,7 +67,10 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
 
 def _raw(m: Message) -> RawMessage:
     kind, ts = m.timestamp()
-    return RawMessage(m.value(), ts if kind != 0 and ts >= 0 else None, m.topic(), m.partition(), m.offset())
+    # a message without error always has topic, partition and offset
+    return RawMessage(
+        m.value(), ts if kind != 0 and ts >= 0 else None, m.topic() or "", m.partition() or 0, m.offset() or 0
+    )
 
 
 class KafkaWorker:
@@ -101,7 +108,12 @@ class KafkaWorker:
         self.producer = Producer(
             client_config(
                 settings,
-                **{"enable.idempotence": True, "linger.ms": 20, "compression.type": "lz4", "error_cb": self._on_error},
+                **{
+                    "enable.idempotence": True,
+                    "linger.ms": 20,
+                    "compression.type": "lz4",
+                    "error_cb": self._on_error,
+                },
             )
         )
         self.inputs = {t.predictions: "predictions", t.labels: "labels"}
@@ -161,8 +173,9 @@ class KafkaWorker:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error on %s[%s]: %s", m.topic(), m.partition(), err.str())
                 continue
-            by_source[self.inputs[m.topic()]].append(_raw(m))
-            self._next_offsets[(m.topic(), m.partition())] = m.offset() + 1
+            raw = _raw(m)
+            by_source[self.inputs[raw.topic]].append(raw)
+            self._next_offsets[(raw.topic, raw.partition)] = raw.offset + 1
         with self.exporter.batch_seconds.time():
             results = [
                 self.engine.process_predictions(by_source["predictions"]),
@@ -182,7 +195,13 @@ class KafkaWorker:
         for d in r.dead_letters:
             self._produce(t.dead_letters, _key(d), d.body(), _headers(d))
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None) -> None:
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, str | bytes | None]] | None,
+    ) -> None:
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
@@ -197,7 +216,11 @@ class KafkaWorker:
             return
         left = self.producer.flush(30)
         if left or self._delivery_errors:
-            log.error("%d outputs undelivered, %d failed: offsets not committed", left, self._delivery_errors)
+            log.error(
+                "%d outputs undelivered, %d failed: offsets not committed",
+                left,
+                self._delivery_errors,
+            )
             return
         offsets = [TopicPartition(tp, p, off) for (tp, p), off in self._next_offsets.items()]
         try:
@@ -210,7 +233,7 @@ def _key(d: DeadLetter) -> bytes | None:
     return d.model_id.encode() if d.model_id else None
 
 
-def _headers(d: DeadLetter) -> list[tuple[str, bytes]]:
+def _headers(d: DeadLetter) -> list[tuple[str, str | bytes | None]]:
     return [
         ("sw_reason", d.reason.encode()),
         ("sw_detail", d.detail.encode("utf-8", "replace")[:1000]),

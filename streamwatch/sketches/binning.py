@@ -102,4 +102,8 @@ class ReferenceBins:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReferenceBins:
         edges = np.asarray(d["edges"], dtype=np.float64).reshape(-1, int(d["bins"]) - 1)
-        return cls(edges, [np.asarray(m, dtype=np.int64) for m in d["category_bins"]], int(d["max_categories"]))
+        return cls(
+            edges,
+            [np.asarray(m, dtype=np.int64) for m in d["category_bins"]],
+            int(d["max_categories"]),
+        )

@@ -29,10 +29,46 @@ MALFORMED: list[tuple[bytes, str]] = [
     (b"{this is not json", "invalid_json"),
     (b"\xff\xfe\x00garbage", "invalid_utf8"),
     (b'["an", "array"]', "not_an_object"),
-    (orjson.dumps({"model_id": MODEL, "timestamp": 1, "features": {}, "prediction": {"label": "x"}}), "missing_field"),
-    (orjson.dumps({"event_id": "x", "model_id": "no-such-model", "timestamp": 1, "features": {}, "prediction": {"label": "x"}}), "unknown_model"),
-    (orjson.dumps({"event_id": "x", "model_id": MODEL, "timestamp": "yesterday", "features": {}, "prediction": {"label": "x"}}), "invalid_timestamp"),
-    (orjson.dumps({"event_id": "x", "model_id": MODEL, "timestamp": 1, "features": {"age": {"nested": 1}}, "prediction": {"label": "x"}}), "invalid_field"),
+    (
+        orjson.dumps({"model_id": MODEL, "timestamp": 1, "features": {}, "prediction": {"label": "x"}}),
+        "missing_field",
+    ),
+    (
+        orjson.dumps(
+            {
+                "event_id": "x",
+                "model_id": "no-such-model",
+                "timestamp": 1,
+                "features": {},
+                "prediction": {"label": "x"},
+            }
+        ),
+        "unknown_model",
+    ),
+    (
+        orjson.dumps(
+            {
+                "event_id": "x",
+                "model_id": MODEL,
+                "timestamp": "yesterday",
+                "features": {},
+                "prediction": {"label": "x"},
+            }
+        ),
+        "invalid_timestamp",
+    ),
+    (
+        orjson.dumps(
+            {
+                "event_id": "x",
+                "model_id": MODEL,
+                "timestamp": 1,
+                "features": {"age": {"nested": 1}},
+                "prediction": {"label": "x"},
+            }
+        ),
+        "invalid_field",
+    ),
 ]
 BAD_EVERY = 97  # a malformed event after every 97 good ones
 
@@ -53,8 +89,14 @@ def _interleaved() -> tuple[list[bytes], list[bytes], dict[str, int]]:
 
 
 def _drain(bootstrap: str, topic: str, until: Any, timeout: float) -> list[Any]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
-                  "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
     c.subscribe([topic])
     got: list[Any] = []
     deadline = time.monotonic() + timeout
@@ -93,8 +135,12 @@ def run(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
 
     tmp = tmp_path_factory.mktemp("pipeline")
     tag = uuid.uuid4().hex[:8]
-    topics = {"predictions": f"t{tag}.predictions", "labels": f"t{tag}.labels",
-              "alerts": f"t{tag}.alerts", "dead_letters": f"t{tag}.dlq"}
+    topics = {
+        "predictions": f"t{tag}.predictions",
+        "labels": f"t{tag}.labels",
+        "alerts": f"t{tag}.alerts",
+        "dead_letters": f"t{tag}.dlq",
+    }
     config = write_config(tmp / "config.yaml", kafka, topics, SCENARIO.config())
     values, labels, expected_dead = _interleaved()
     (tmp / "predictions.jsonl").write_bytes(b"\n".join(values) + b"\n")
@@ -119,7 +165,11 @@ def run(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
 
         def caught_up() -> dict[str, list[Any]] | None:
             m = _metrics(http_get(worker.url("/metrics"))[1].decode())
-            seen = {s.labels["type"]: s.value for s in m.get("streamwatch_events_total", []) if s.labels.get("model") == MODEL}
+            seen = {
+                s.labels["type"]: s.value
+                for s in m.get("streamwatch_events_total", [])
+                if s.labels.get("model") == MODEL
+            }
             return m if seen.get("prediction") == good and seen.get("label") == len(labels) else None
 
         metrics = wait_until(caught_up, 60, "worker to process every event")
@@ -129,8 +179,11 @@ def run(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
             "firing": f'streamwatch_alerts_firing{{model="{MODEL}",kind="data_drift"}}',
         }
         # scraped after the worker caught up: the total number of dead letters is final then
-        wait_until(lambda: [float(r["value"][1]) for r in prom.query(queries["dead_letters"])] == [float(n_dead)],
-                   30, "Prometheus to scrape the final counts")
+        wait_until(
+            lambda: [float(r["value"][1]) for r in prom.query(queries["dead_letters"])] == [float(n_dead)],
+            30,
+            "Prometheus to scrape the final counts",
+        )
         prom_values = {k: float(prom.query(q)[0]["value"][1]) for k, q in queries.items()}
     finally:
         prom.stop()
@@ -159,8 +212,16 @@ def test_drift_alert_arrives_on_the_alerts_topic(run: Run) -> None:
 
 
 def test_metrics_show_the_drifting_feature_above_threshold_and_others_below(run: Run) -> None:
-    scores = {s.labels["feature"]: s.value for s in run.metrics["streamwatch_feature_drift_score"] if s.labels["model"] == MODEL}
-    thresholds = {s.labels["feature"]: s.value for s in run.metrics["streamwatch_feature_drift_threshold"] if s.labels["model"] == MODEL}
+    scores = {
+        s.labels["feature"]: s.value
+        for s in run.metrics["streamwatch_feature_drift_score"]
+        if s.labels["model"] == MODEL
+    }
+    thresholds = {
+        s.labels["feature"]: s.value
+        for s in run.metrics["streamwatch_feature_drift_threshold"]
+        if s.labels["model"] == MODEL
+    }
     assert set(scores) == {*SCENARIO.features, "country"}
     assert scores["income"] > thresholds["income"]
     assert all(scores[f] < thresholds[f] for f in scores if f != "income"), scores
@@ -192,9 +253,28 @@ def test_replay_of_the_same_events_gives_the_same_alerts(run: Run, tmp_path: Pat
     out = tmp_path / "alerts.jsonl"
     dl = tmp_path / "dead.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "streamwatch", "replay", "--config", str(run.config), "--predictions", str(run.predictions_file),
-         "--labels", str(run.labels_file), "--alerts", str(out), "--dead-letters", str(dl), "--quiet"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "streamwatch",
+            "replay",
+            "--config",
+            str(run.config),
+            "--predictions",
+            str(run.predictions_file),
+            "--labels",
+            str(run.labels_file),
+            "--alerts",
+            str(out),
+            "--dead-letters",
+            str(dl),
+            "--quiet",
+        ],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     replayed = [orjson.loads(line) for line in out.read_bytes().splitlines()]
@@ -210,7 +290,9 @@ def test_replay_of_the_same_events_gives_the_same_alerts(run: Run, tmp_path: Pat
     assert reasons == run.expected_dead
 
 
-def test_health_endpoints_and_unknown_paths(kafka: str, topics: dict[str, str], tmp_path: Path, start_worker: Any) -> None:
+def test_health_endpoints_and_unknown_paths(
+    kafka: str, topics: dict[str, str], tmp_path: Path, start_worker: Any
+) -> None:
     w = start_worker(write_config(tmp_path / "c.yaml", kafka, topics, SCENARIO.config()))
     assert http_get(w.url("/healthz"))[0] == 200
     assert http_get(w.url("/readyz"))[0] == 200

@@ -65,7 +65,9 @@ def test_labels_need_exactly_one_target() -> None:
 
 def test_config_from_yaml_with_environment_override(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     p = tmp_path / "c.yaml"
-    p.write_text("kafka:\n  bootstrap_servers: a:1\nmodels:\n  m:\n    features: {x: numeric, c: Categorical}\n")
+    p.write_text(
+        "kafka:\n  bootstrap_servers: a:1\nmodels:\n  m:\n    features: {x: numeric, c: Categorical}\n"
+    )
     monkeypatch.setenv("STREAMWATCH_KAFKA__BOOTSTRAP_SERVERS", "b:2")
     monkeypatch.setenv("STREAMWATCH_KAFKA__CLIENT__SASL_PASSWORD", "hunter2")
     s = load_config(p)
@@ -78,10 +80,19 @@ def test_config_from_yaml_with_environment_override(tmp_path, monkeypatch) -> No
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("models:\n  m:\n    features: {x: numbr}\n", "models.m.features.x: Input should be 'numeric' or 'categorical' (got 'numbr')"),
+        (
+            "models:\n  m:\n    features: {x: numbr}\n",
+            "models.m.features.x: Input should be 'numeric' or 'categorical' (got 'numbr')",
+        ),
         ("models: {}\n", "models: Dictionary should have at least 1 item"),
-        ("drift: {window_size: 1050}\nmodels:\n  m: {features: {x: numeric}}\n", "window_size (1050) must be a multiple of step (100)"),
-        ("metrics: {prt: 1}\nmodels:\n  m: {features: {x: numeric}}\n", "metrics.prt: Extra inputs are not permitted"),
+        (
+            "drift: {window_size: 1050}\nmodels:\n  m: {features: {x: numeric}}\n",
+            "window_size (1050) must be a multiple of step (100)",
+        ),
+        (
+            "metrics: {prt: 1}\nmodels:\n  m: {features: {x: numeric}}\n",
+            "metrics.prt: Extra inputs are not permitted",
+        ),
         ("models: [\n", "is not valid YAML"),
     ],
 )

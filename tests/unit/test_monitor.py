@@ -94,9 +94,19 @@ def test_snapshot_rejects_other_formats() -> None:
 
 
 def test_missing_and_invalid_values_are_counted_not_fatal() -> None:
-    m = ModelMonitor("m", {"a": FeatureType.NUMERIC, "c": FeatureType.CATEGORICAL}, DriftSettings(reference_size=50))
+    m = ModelMonitor(
+        "m",
+        {"a": FeatureType.NUMERIC, "c": FeatureType.CATEGORICAL},
+        DriftSettings(reference_size=50),
+    )
     g = PredictionGroup("m")
-    rows = [{"a": 1.0, "c": "x"}, {"a": None}, {"a": "12", "c": 5}, {"a": True, "c": None}, {"a": 2.0}]
+    rows = [
+        {"a": 1.0, "c": "x"},
+        {"a": None},
+        {"a": "12", "c": 5},
+        {"a": True, "c": None},
+        {"a": 2.0},
+    ]
     for i, r in enumerate(rows):
         g.event_ids.append(str(i))
         g.times_ms.append(i)

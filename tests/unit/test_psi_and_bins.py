@@ -45,8 +45,12 @@ def test_psi_of_known_normal_shift_matches_theory() -> None:
     ref = rng.standard_normal(200_000)
     bins = ReferenceBins.fit(ref[:, None], np.zeros((ref.size, 0), np.int64), 10, 1)
     cur = rng.standard_normal(200_000) + 0.5
-    hist_ref = np.bincount(bins.transform(ref[:, None], np.zeros((ref.size, 0), np.int64)).ravel(), minlength=10)
-    hist_cur = np.bincount(bins.transform(cur[:, None], np.zeros((cur.size, 0), np.int64)).ravel(), minlength=10)
+    hist_ref = np.bincount(
+        bins.transform(ref[:, None], np.zeros((ref.size, 0), np.int64)).ravel(), minlength=10
+    )
+    hist_cur = np.bincount(
+        bins.transform(cur[:, None], np.zeros((cur.size, 0), np.int64)).ravel(), minlength=10
+    )
     assert hist_ref.min() > 19_000  # equal mass
     value = float(psi(hist_ref, hist_cur))
     assert 0.2 < value < 0.26  # KL-symmetrised of N(0,1) vs N(.5,1) unbinned is 0.25

@@ -17,7 +17,11 @@ from streamwatch.decode import RawMessage, decode_labels, decode_predictions
 from streamwatch.events import AlertEvent, LabelEvent, PredictionEvent
 
 SCHEMAS = Path(__file__).parents[2] / "schemas"
-MODELS: dict[str, type[BaseModel]] = {"prediction": PredictionEvent, "label": LabelEvent, "alert": AlertEvent}
+MODELS: dict[str, type[BaseModel]] = {
+    "prediction": PredictionEvent,
+    "label": LabelEvent,
+    "alert": AlertEvent,
+}
 DECODERS = {"prediction": decode_predictions, "label": decode_labels}
 
 
@@ -72,12 +76,29 @@ def test_every_kind_has_valid_and_invalid_examples() -> None:
 
 
 _scalar = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=5),
 )
-_value = st.one_of(_scalar, st.lists(_scalar, max_size=2), st.dictionaries(st.text(max_size=3), _scalar, max_size=2))
+_value = st.one_of(
+    _scalar,
+    st.lists(_scalar, max_size=2),
+    st.dictionaries(st.text(max_size=3), _scalar, max_size=2),
+)
 _timestamp = st.one_of(
-    st.none(), st.integers(-10, 2**42), st.sampled_from(["2026-11-27T10:15:02Z", "2026-11-27T10:15:02.5+01:00", "2026-13-01T00:00:00Z", "yesterday", ""]),
+    st.none(),
+    st.integers(-10, 2**42),
+    st.sampled_from(
+        [
+            "2026-11-27T10:15:02Z",
+            "2026-11-27T10:15:02.5+01:00",
+            "2026-13-01T00:00:00Z",
+            "yesterday",
+            "",
+        ]
+    ),
 )
 _prediction_like = st.fixed_dictionaries(
     {},
@@ -88,7 +109,14 @@ _prediction_like = st.fixed_dictionaries(
         "timestamp": _timestamp,
         "features": st.one_of(st.dictionaries(st.text(max_size=4), _value, max_size=4), _scalar),
         "prediction": st.one_of(
-            st.fixed_dictionaries({}, optional={"label": _value, "scores": st.one_of(st.dictionaries(st.text(max_size=3), _scalar, max_size=3), _scalar), "value": _scalar}),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "label": _value,
+                    "scores": st.one_of(st.dictionaries(st.text(max_size=3), _scalar, max_size=3), _scalar),
+                    "value": _scalar,
+                },
+            ),
             _scalar,
         ),
     },
