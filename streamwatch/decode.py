@@ -122,6 +122,7 @@ class LabelGroup:
 
 
 _NUMBER = (int, float)
+_LABEL = (str, int, float, bool)
 _SCALAR = (int, float, str, bool, type(None))
 
 
@@ -143,7 +144,7 @@ def _time(ev: dict[str, Any], fallback_ms: int | None) -> int:
         if fallback_ms is None or fallback_ms < 0:
             raise InvalidEventError(Reason.INVALID_TIMESTAMP, "no timestamp in the event nor on the message")
         return fallback_ms
-    if type(ts) not in (str, int):
+    if type(ts) not in (str, int, float):
         raise InvalidEventError(Reason.INVALID_TIMESTAMP, "timestamp must be RFC 3339 or epoch milliseconds")
     try:
         ms = parse_timestamp(ts)
@@ -181,8 +182,8 @@ def _check_prediction(p: Any) -> dict[str, Any]:
     label, scores, value = p.get("label"), p.get("scores"), p.get("value")
     if label is None and scores is None and value is None:
         raise InvalidEventError(Reason.INVALID_FIELD, "prediction needs a label, scores or a value")
-    if label is not None and type(label) not in (str, int, bool):
-        raise InvalidEventError(Reason.INVALID_FIELD, "prediction.label must be a string, integer or boolean")
+    if label is not None and type(label) not in _LABEL:
+        raise InvalidEventError(Reason.INVALID_FIELD, "prediction.label must be a string, number or boolean")
     if value is not None and type(value) not in _NUMBER:
         raise InvalidEventError(Reason.INVALID_FIELD, "prediction.value must be a number")
     if scores is not None and (
@@ -259,8 +260,8 @@ def decode_labels(
                 raise InvalidEventError(
                     Reason.INVALID_FIELD, "a label event carries exactly one of label and value"
                 )
-            if label is not None and type(label) not in (str, int, bool):
-                raise InvalidEventError(Reason.INVALID_FIELD, "label must be a string, integer or boolean")
+            if label is not None and type(label) not in _LABEL:
+                raise InvalidEventError(Reason.INVALID_FIELD, "label must be a string, number or boolean")
             if value is not None and type(value) not in _NUMBER:
                 raise InvalidEventError(Reason.INVALID_FIELD, "value must be a number")
             if model_id not in models:

@@ -43,10 +43,20 @@ def _event_time(v: str) -> str:
     return v
 
 
+def _integral(v: float) -> float:
+    # JSON does not tell 5 from 5.0, and JSON Schema's "integer" accepts both
+    if not v.is_integer():
+        raise ValueError("epoch milliseconds must be a whole number")
+    return v
+
+
 Timestamp = (
     Annotated[StrictStr, Field(pattern=RFC3339.pattern), AfterValidator(_event_time)]
     | Annotated[StrictInt, Field(ge=0, le=MAX_EPOCH_MS)]
+    | Annotated[StrictFloat, Field(ge=0, le=MAX_EPOCH_MS), AfterValidator(_integral)]
 )
+# a class label: JSON Schema's "integer" admits 1.0, so any number is a valid label
+ClassLabel = StrictStr | StrictInt | StrictFloat | bool
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -54,7 +64,7 @@ _DIGITS = re.compile(r"\d+")
 _MS = timedelta(milliseconds=1)
 
 
-def parse_timestamp(value: str | int) -> int:
+def parse_timestamp(value: str | float) -> int:
     """Event time in epoch milliseconds from an RFC 3339 string or epoch milliseconds.
 
     >>> parse_timestamp("2026-11-27T10:15:02.123Z")
@@ -62,6 +72,8 @@ def parse_timestamp(value: str | int) -> int:
     >>> parse_timestamp(1795774502123)
     1795774502123
     """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         if not 0 <= value <= MAX_EPOCH_MS:
             raise ValueError("epoch milliseconds out of range")
@@ -90,7 +102,7 @@ class _Event(BaseModel):
 
 
 class Prediction(_Event):
-    label: StrictStr | StrictInt | bool | None = None
+    label: ClassLabel | None = None
     scores: dict[str, Number] | None = None
     value: Number | None = None
 
@@ -114,7 +126,7 @@ class LabelEvent(_Event):
     event_id: Identifier
     model_id: Identifier
     timestamp: Timestamp | None = None
-    label: StrictStr | StrictInt | bool | None = None
+    label: ClassLabel | None = None
     value: Number | None = None
 
     @model_validator(mode="after")

@@ -39,8 +39,11 @@ fetch() {
   log "fetching Apache Kafka jars from Maven Central (once) into $libs"
   local t0=$SECONDS
   rm -rf "$libs"
-  mvn -q -B -Dstyle.color=never -f "$here/kafka-pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$libs" -DincludeScope=runtime
+  mkdir -p "$cache"
+  if ! mvn -q -B -Dstyle.color=never -f "$here/kafka-pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$libs" -DincludeScope=runtime >"$cache/fetch.log" 2>&1; then
+    cat "$cache/fetch.log" >&2; log "fetch failed"; exit 1
+  fi
   touch "$libs/.complete"
   log "fetched $(ls "$libs" | grep -c '\.jar$') jars in $((SECONDS - t0)) s"
 }

@@ -90,6 +90,8 @@ _value = st.one_of(
 _timestamp = st.one_of(
     st.none(),
     st.integers(-10, 2**42),
+    st.floats(-10, 2**42),
+    st.just(1.7e12),
     st.sampled_from(
         [
             "2026-11-27T10:15:02Z",
@@ -105,7 +107,7 @@ _prediction_like = st.fixed_dictionaries(
     optional={
         "event_id": st.one_of(st.text(max_size=4), _scalar),
         "model_id": st.just("credit-risk") | _scalar,
-        "model_version": st.one_of(st.none(), st.text(max_size=3), st.integers()),
+        "model_version": st.one_of(st.none(), st.text(max_size=3), st.integers(-(2**53), 2**53)),
         "timestamp": _timestamp,
         "features": st.one_of(st.dictionaries(st.text(max_size=4), _value, max_size=4), _scalar),
         "prediction": st.one_of(
@@ -133,7 +135,7 @@ _label_like = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1500, deadline=None, derandomize=True)
 @given(_prediction_like)
 def test_generated_predictions_agree(doc: dict[str, object]) -> None:
     expected = _validator("prediction").is_valid(doc)
@@ -141,7 +143,7 @@ def test_generated_predictions_agree(doc: dict[str, object]) -> None:
     assert _decoder_accepts("prediction", doc) is expected
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1500, deadline=None, derandomize=True)
 @given(_label_like)
 def test_generated_labels_agree(doc: dict[str, object]) -> None:
     expected = _validator("label").is_valid(doc)
