@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -60,12 +62,12 @@ def test_snapshots_do_not_change_the_output_and_batching_only_rounding(rebaselin
     x = _gauss(5, n=9000, at=5000)
     sizes = np.random.default_rng(0).integers(1, 700, size=200)
     cuts = np.concatenate([[0], np.cumsum(sizes)])
-    cuts = cuts[cuts < len(x)].tolist() + [len(x)]
+    cuts = [*cuts[cuts < len(x)].tolist(), len(x)]
 
     def run(restore: bool) -> list:  # type: ignore[type-arg]
         det: Detector = CUSUM(direction="both", arl0=20_000, rebaseline=rebaseline)
         out = []
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        for a, b in itertools.pairwise(cuts):
             out += det.update(x[a:b])
             if restore:
                 det = Detector.restore(det.snapshot())
