@@ -16,14 +16,18 @@ for each calibration once.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+CALIBRATION_VERSION = 1  # bump when the simulation changes, so cached thresholds are redone
 Sampler = Callable[[np.random.Generator, tuple[int, int]], FloatArray]
 
 
@@ -60,36 +64,29 @@ def simulate_arl(
     direction: str,
     thresholds: FloatArray,
     streams: int = 400,
-    length: int = 25_000,
+    length: int = 100_000,
     seed: int = 0,
-    group: int = 4,
+    chunk: int = 20,
 ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
     """ARL estimate and alarm count for each threshold, from ``streams`` x ``length`` null values.
 
-    The sampler draws rows in groups of ``group`` that share one reference. The false-alarm
-    rate is averaged over references - ``mean(alarms / exposure)`` per group - because a detector
-    that restarts after each alarm keeps its reference: a reference whose estimate is off alarms
-    again and again, which one first passage per reference would count only once.
+    Every row the sampler draws is standardised against its own freshly drawn reference, and
+    its first passage is one renewal cycle of a detector that takes a new reference after each
+    alarm (the default, ``rebaseline=True``); ARL is total exposure over total alarms.
     """
     rng = np.random.default_rng(seed)
     d = np.asarray(shifts, dtype=np.float64)
-    rates = np.zeros(len(thresholds))
+    exposure = np.zeros(len(thresholds))
     alarms = np.zeros(len(thresholds), dtype=np.int64)
-    groups = 0
-    for _ in range(0, streams, group):
-        runmax = _running_max_no_reset(sampler(rng, (group, length)), d, direction)
-        exposure = np.zeros(len(thresholds))
-        crossed_total = np.zeros(len(thresholds), dtype=np.int64)
+    for start in range(0, streams, chunk):
+        runmax = _running_max_no_reset(sampler(rng, (min(chunk, streams - start), length)), d, direction)
         for row in runmax:  # monotone: first passage of every threshold by one search
             first = np.searchsorted(row, thresholds, side="left") + 1
             crossed = first <= length
             exposure += np.where(crossed, first, length)
-            crossed_total += crossed
-        rates += crossed_total / exposure
-        alarms += crossed_total
-        groups += 1
+            alarms += crossed
     with np.errstate(divide="ignore"):
-        arl = np.where(rates > 0, groups / np.maximum(rates, 1e-300), np.inf)
+        arl = np.where(alarms > 0, exposure / np.maximum(alarms, 1), np.inf)
     return arl, alarms
 
 
@@ -118,23 +115,50 @@ def calibrate_cusum(
     return threshold_for_arl(grid, arl, alarms, arl0)
 
 
+def _disk_cached(key: str, compute: Callable[[], float]) -> float:
+    """Calibrations take seconds; keep them across processes in ``$STREAMWATCH_CACHE_DIR``
+    (default ``~/.cache/streamwatch``). A missing or unwritable cache only costs time."""
+    folder = Path(os.environ.get("STREAMWATCH_CACHE_DIR", Path.home() / ".cache" / "streamwatch"))
+    path = folder / f"calibration-v{CALIBRATION_VERSION}.json"
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return float(cache[key])
+    value = compute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        cache[key] = value
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(path)
+    except OSError:
+        pass
+    return value
+
+
 @lru_cache(maxsize=256)
 def gaussian_threshold(shifts: tuple[float, ...], direction: str, arl0: float, reference_size: int) -> float:
     """Threshold for normal scores against a continuous reference of ``reference_size`` values.
 
-    The simulation redraws the reference for every stream, so ``h`` accounts for the error of
+    The simulation draws a reference for every stream, so ``h`` accounts for the error of
     standardising against a finite reference (which otherwise inflates false alarms), not just
-    for the noise of the stream itself.
+    for the noise of the stream itself. The rate is that of a detector that takes a new
+    reference after each alarm; one that keeps a fixed reference has the rate of that
+    reference, which scatters around this one by the reference's sampling error.
     """
     n = reference_size
     table = _normal_score_table(n)
+    key = f"gaussian|{shifts}|{direction}|{arl0}|{n}"
 
     def draw(rng: np.random.Generator, shape: tuple[int, int]) -> FloatArray:
-        ref = np.sort(rng.random(n))  # one reference shared by the rows of a group
-        z: FloatArray = table[_ranks(ref, rng.random(shape)) * 2]  # continuous: no ties
+        z = np.empty(shape)
+        for r in range(shape[0]):  # each row against its own reference; no ties when continuous
+            z[r] = table[_ranks(np.sort(rng.random(n)), rng.random(shape[1])) * 2]
         return z
 
-    return calibrate_cusum(draw, shifts, direction, arl0)
+    return _disk_cached(key, lambda: calibrate_cusum(draw, shifts, direction, arl0))
 
 
 @lru_cache(maxsize=1024)
@@ -153,11 +177,13 @@ def discrete_threshold(
 
     def draw(rng: np.random.Generator, shape: tuple[int, int]) -> FloatArray:
         x = v[rng.choice(len(v), size=shape, p=p)]
-        ref = v[rng.choice(len(v), size=reference_size, p=p)]  # shared by the group's rows
-        z: FloatArray = (x - ref.mean()) / (ref.std() or 1.0)
+        ref = v[rng.choice(len(v), size=(shape[0], reference_size), p=p)]  # one per row
+        scale = ref.std(axis=1, keepdims=True)
+        z: FloatArray = (x - ref.mean(axis=1, keepdims=True)) / np.where(scale > 0, scale, 1.0)
         return z
 
-    return calibrate_cusum(draw, shifts, direction, arl0)
+    key = f"discrete|{values}|{probs}|{shifts}|{direction}|{arl0}|{reference_size}"
+    return _disk_cached(key, lambda: calibrate_cusum(draw, shifts, direction, arl0))
 
 
 _BUCKETS = 1 << 18

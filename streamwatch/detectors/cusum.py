@@ -29,6 +29,7 @@ J. R. Stat. Soc. B 57(4), 613-658.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -130,9 +131,12 @@ class CUSUM(Detector):
             self.kind = "discrete"
             self._loc = float(ref.mean())
             self._scale = float(ref.std()) or 1.0
-            # the null is the reference's own distribution, its probabilities rounded to two
-            # significant digits so that similar references share one cached calibration
-            probs = tuple(float(f"{p:.2g}") for p in (counts / counts.sum()).tolist())
+            # the null is the reference's own distribution, its probabilities rounded to a 10 %
+            # geometric grid so that similar references share one cached calibration (the
+            # reference's own sampling error is larger than that at any practical size)
+            probs = tuple(
+                float(f"{1.1 ** round(math.log(p, 1.1)):.4g}") for p in (counts / counts.sum()).tolist()
+            )
             z = tuple(float(f"{v:.6g}") for v in values.tolist())
             h = discrete_threshold(z, probs, tuple(self.shifts.tolist()), self.direction, self.arl0, len(ref))
         else:
@@ -161,9 +165,10 @@ class CUSUM(Detector):
         if not self.ready:
             need = self.warmup - len(self._ref)
             self._ref.extend(x[:need].tolist())
-            x, positions = x[need:], positions[need:]
             if len(self._ref) < self.warmup:
                 return []
+            self.zero_at[:] = positions[need - 1]  # a change can only start after the reference
+            x, positions = x[need:], positions[need:]
             self._fit(np.asarray(self._ref))
         if x.size == 0:
             return []

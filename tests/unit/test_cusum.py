@@ -26,29 +26,35 @@ def _bern(seed: int, n: int = 6000, at: int = 4000, p0: float = 0.1, p1: float =
 
 @pytest.mark.parametrize("make", [_gauss, _bern])
 def test_finds_the_planted_change_with_its_start(make) -> None:  # type: ignore[no-untyped-def]
-    hits = 0
+    found_soon = 0
     for seed in range(10):
         det = CUSUM(min_shift=0.5, direction="up", arl0=100_000, warmup=1000)
-        found = [d for d in det.update(make(seed)) if d.at >= 4000]
-        if found and found[0].at < 4300:
-            hits += 1
-            assert 3700 <= found[0].start <= found[0].at
-            assert found[0].statistic > found[0].threshold
-    assert hits == 10
+        alarms = det.update(make(seed))
+        after = [d for d in alarms if d.at >= 4000]
+        if not after:  # only a false alarm within a warm-up of the change may hide it
+            assert alarms and alarms[-1].at >= 3000, f"seed {seed}: change missed"
+            continue
+        found_soon += after[0].at < 4300
+        assert after[0].statistic > after[0].threshold
+        if len(alarms) == len(after):  # no false alarm moved the reference
+            assert 3700 <= after[0].start <= after[0].at
+    assert found_soon >= 8
 
 
 @pytest.mark.parametrize(("make", "direction"), [(_gauss, "both"), (_gauss, "up"), (_bern, "up")])
 def test_false_alarm_rate_matches_the_configured_arl0(make, direction: str) -> None:  # type: ignore[no-untyped-def]
-    # ARL0 = 5 000 over 40 x 20 000 null values: about 160 alarms expected (Poisson sd 13). The
-    # rate is calibrated on average over references; a large reference keeps that spread small.
-    arl0, alarms, exposure = 5_000.0, 0, 0
-    for seed in range(40):
-        det = CUSUM(min_shift=0.5, direction=direction, arl0=arl0, warmup=4000, rebaseline=False)
-        x = make(seed, n=24_000, at=24_000)
-        alarms += len(det.update(x))
-        exposure += 20_000
-    expected = exposure / arl0
-    assert 0.75 * expected <= alarms <= 1.25 * expected, (alarms, expected)
+    # The rate is calibrated on average over references, and a reference's error makes its own
+    # rate scatter with a heavy tail, so many short streams (references) are needed: about 600
+    # alarms are expected. After each alarm the next warm-up values become the new reference
+    # and are not monitored.
+    arl0, alarms, monitored = 2_000.0, 0, 0
+    for seed in range(150):
+        det = CUSUM(min_shift=0.5, direction=direction, arl0=arl0, warmup=1000)
+        found = len(det.update(make(seed, n=12_000, at=12_000)))
+        alarms += found
+        monitored += 12_000 - 1000 * (1 + found)
+    expected = monitored / arl0
+    assert 0.85 * expected <= alarms <= 1.15 * expected, (alarms, expected)
 
 
 def test_one_alarm_per_persistent_change_with_rebaseline() -> None:
