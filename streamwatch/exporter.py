@@ -30,7 +30,9 @@ class EngineCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         e = self.engine
         with e.lock:
-            consumed = dict(e.consumed_messages)
+            # inputs and configured models appear at 0 from the start, so rate() and ratios
+            # see the first increase and a model that never sends an event is visible
+            consumed = {"predictions": 0, "labels": 0, **e.consumed_messages}
             consumed_bytes = dict(e.consumed_bytes)
             dead = dict(e.dead_letters)
             alerts = dict(e.alerts_by_kind)
@@ -49,6 +51,7 @@ class EngineCollector(Collector):
                 )
                 for m in e.monitors.values()
             ]
+            silent = [m for m in e.settings.models if m not in e.monitors]
 
         info = GaugeMetricFamily("streamwatch_build_info", "streamwatch build", labels=["version"])
         info.add_metric([__version__], 1)
@@ -112,6 +115,10 @@ class EngineCollector(Collector):
                     status.add_metric([model, name, "psi"], 1.0 if firing[j] else 0.0)
                 missing.add_metric([model, name], int(miss[j]))
                 invalid.add_metric([model, name], int(inval[j]))
+        for model in silent:
+            events.add_metric([model, "prediction"], 0)
+            events.add_metric([model, "label"], 0)
+            ready.add_metric([model], 0.0)
         yield from (events, ready, score, threshold, status, missing, invalid)
 
         total = CounterMetricFamily(
