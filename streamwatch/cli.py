@@ -191,7 +191,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"model {model_id}: {len(num)} numeric {num}, {len(cat)} categorical {cat}")
         print(
             f"  reference: first {d.reference_size} events; window {d.window_size} events, evaluated every "
-            f"{d.step}; PSI fires > {d.psi_threshold}, resolves < {d.psi_resolve}"
+            f"{d.step} by {d.statistic} (numeric) and {d.categorical_statistic} (categorical)"
+            + (f", plus a CUSUM per numeric feature for shifts >= {d.cusum_min_shift} sd" if d.cusum else "")
+            + f"; one false alert per {d.false_alarm_events:,.0f} events at most"
         )
     return OK
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -36,22 +36,43 @@ class _Strict(BaseModel):
 
 
 class DriftSettings(_Strict):
-    """Windowed drift test against the reference (the warm-up events until profiles land)."""
+    """Feature drift against the reference (the warm-up events until profiles land).
+
+    The false-alarm budget is one number per model, ``false_alarm_events``: the expected number
+    of events between false drift alerts when nothing changes. It is shared out (Bonferroni)
+    over features and detectors, so a model with 200 features alarms no more often than one
+    with 2.
+    """
 
     reference_size: int = Field(1000, ge=50, description="events of each model taken as reference")
     window_size: int = Field(1000, ge=50, description="events in the sliding comparison window")
     step: int = Field(100, ge=1, description="events between two evaluations of the window")
     bins: int = Field(10, ge=2, le=100, description="quantile bins per numeric feature")
     max_categories: int = Field(20, ge=1, le=1000, description="top categories kept per feature")
-    psi_threshold: float = Field(0.2, gt=0, description="PSI above which a feature drifts")
-    psi_resolve: float = Field(0.1, gt=0, description="PSI below which a drift alert resolves")
+    statistic: Literal["psi", "js", "ks", "wasserstein"] = Field(
+        "psi", description="window statistic of numeric features"
+    )
+    categorical_statistic: Literal["psi", "js", "chi2"] = Field(
+        "psi", description="window statistic of categorical features"
+    )
+    min_effect: float | None = Field(
+        None,
+        ge=0,
+        description="smallest change worth an alert, in the statistic's units (default: PSI 0.1, ...)",
+    )
+    false_alarm_events: float = Field(
+        100_000, gt=1, description="expected events between false drift alerts of a model (ARL0)"
+    )
+    resolve_ratio: float = Field(
+        0.5, gt=0, le=1, description="an alert resolves below this share of its threshold"
+    )
+    cusum: bool = Field(True, description="also run a CUSUM per numeric feature (early mean shifts)")
+    cusum_min_shift: float = Field(0.5, gt=0, description="smallest mean shift worth catching, in sd")
 
     @model_validator(mode="after")
     def _consistent(self) -> DriftSettings:
         if self.window_size % self.step:
             raise ValueError(f"window_size ({self.window_size}) must be a multiple of step ({self.step})")
-        if self.psi_resolve > self.psi_threshold:
-            raise ValueError("psi_resolve must not exceed psi_threshold")
         return self
 
 

@@ -47,7 +47,9 @@ class EngineCollector(Collector):
                     m.firing.copy(),
                     m.missing.copy(),
                     m.invalid.copy(),
-                    m.settings.psi_threshold,
+                    m.thresholds.copy(),
+                    list(m.tests.statistics) if m.tests is not None else [],
+                    *m.cusum_statistics(),
                 )
                 for m in e.monitors.values()
             ]
@@ -102,17 +104,36 @@ class EngineCollector(Collector):
             "Values of the wrong type or not finite",
             labels=["model", "feature"],
         )
-        for model, seen, labels_seen, is_ready, names, scores, firing, miss, inval, thr in models:
+        for (
+            model,
+            seen,
+            labels_seen,
+            is_ready,
+            names,
+            scores,
+            firing,
+            miss,
+            inval,
+            thr,
+            stats,
+            c_stat,
+            c_thr,
+        ) in models:
             events.add_metric([model, "prediction"], seen)
             events.add_metric([model, "label"], labels_seen)
             ready.add_metric([model], 1.0 if is_ready else 0.0)
             for j, name in enumerate(names):
                 if is_ready:
-                    s = float(scores[j])
+                    # the window test carries the feature's alert status; a CUSUM only its evidence
+                    s, t = float(scores[j]), float(thr[j])
                     if not math.isnan(s):
-                        score.add_metric([model, name, "psi"], s)
-                    threshold.add_metric([model, name, "psi"], thr)
-                    status.add_metric([model, name, "psi"], 1.0 if firing[j] else 0.0)
+                        score.add_metric([model, name, stats[j]], s)
+                    if not math.isnan(t):
+                        threshold.add_metric([model, name, stats[j]], t)
+                    status.add_metric([model, name, stats[j]], 1.0 if firing[j] else 0.0)
+                    if j < len(c_stat) and not math.isnan(c_stat[j]):
+                        score.add_metric([model, name, "cusum"], float(c_stat[j]))
+                        threshold.add_metric([model, name, "cusum"], float(c_thr[j]))
                 missing.add_metric([model, name], int(miss[j]))
                 invalid.add_metric([model, name], int(inval[j]))
         for model in silent:

@@ -4,6 +4,17 @@
 ``snapshot()``/``restore()`` move the whole state through a versioned JSON document. No I/O,
 no wall clock: the same events in the same order give the same state and alerts, whether they
 came from Kafka or a file and however they were batched.
+
+Per feature, two detectors share one alert:
+
+* a calibrated window test (:class:`~streamwatch.detectors.window.FeatureWindowTests`): the last
+  ``window_size`` events against the reference every ``step`` events, alarming only above both
+  the null quantile for the model's false-alarm budget and the effect floor;
+* for numeric features, a CUSUM on normal scores (:class:`~streamwatch.detectors.cusum.CUSUM`),
+  which finds a mean shift of ``cusum_min_shift`` standard deviations within tens of events.
+
+The alert fires on the first of them and resolves when the window statistic is back below
+``resolve_ratio`` of its threshold and the CUSUM has been quiet for a whole window.
 """
 
 from __future__ import annotations
@@ -18,14 +29,17 @@ from streamwatch.alerts import Alert
 from streamwatch.columns import FeatureSchema
 from streamwatch.config import DriftSettings, FeatureType
 from streamwatch.decode import LabelGroup, PredictionGroup
-from streamwatch.detectors.psi import PSI
+from streamwatch.detectors.base import Detector
+from streamwatch.detectors.cusum import CUSUM
+from streamwatch.detectors.window import FeatureWindowTests
 from streamwatch.events import format_timestamp
 from streamwatch.sketches import BlockWindow, ReferenceBins
 
 SNAPSHOT_FORMAT = "streamwatch.model-monitor"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 class SnapshotError(ValueError):
@@ -35,10 +49,8 @@ class SnapshotError(ValueError):
 class ModelMonitor:
     """Drift and data-quality state of one model.
 
-    Until ``reference_size`` events have been seen, they are the reference (warm-up); then
-    each feature's sliding window of ``window_size`` events is compared with it every ``step``
-    events by PSI, and an alert fires above ``psi_threshold`` and resolves below
-    ``psi_resolve``.
+    Until ``reference_size`` events have been seen, they are the reference (warm-up); from then
+    on every feature is watched by its window test and, if numeric, its CUSUM.
     """
 
     def __init__(self, model_id: str, features: dict[str, FeatureType], drift: DriftSettings) -> None:
@@ -52,17 +64,39 @@ class ModelMonitor:
         self.model_version: str | None = None
         self.missing = np.zeros(n, dtype=np.int64)
         self.invalid = np.zeros(n, dtype=np.int64)
-        self.scores: FloatArray = np.full(n, np.nan)
+        self.scores: FloatArray = np.full(n, np.nan)  # window statistic per feature
+        self.thresholds: FloatArray = np.full(n, np.nan)
         self.firing = np.zeros(n, dtype=bool)
+        self.last_cusum_alarm = np.full(n, -1, dtype=np.int64)  # events_seen at the last CUSUM alarm
         self.alerts_fired = 0
         self.alerts_resolved = 0
         self._ref_numeric: list[FloatArray] = []
-        self._ref_codes: list[npt.NDArray[np.int64]] = []
+        self._ref_codes: list[IntArray] = []
         self._ref_rows = 0
         self.bins: ReferenceBins | None = None
-        self.reference_counts: npt.NDArray[np.int64] | None = None
+        self.reference_counts: IntArray | None = None
         self.window: BlockWindow | None = None
-        self.detector: PSI | None = None
+        self.tests: FeatureWindowTests | None = None
+        self.cusums: list[CUSUM] = []
+        # event times of the last window, to date a CUSUM's change start
+        self._times = np.zeros(drift.window_size, dtype=np.int64)
+
+    # -- budget ---------------------------------------------------------------------------
+
+    @property
+    def window_alpha(self) -> float:
+        """False-alarm probability of one window test: the model's budget over features and tests."""
+        s = self.settings
+        share = 0.5 if self.cusum_features else 1.0
+        return min(0.05, share * s.step / (s.false_alarm_events * len(self.schema.names)))
+
+    @property
+    def cusum_features(self) -> int:
+        return len(self.schema.numeric) if self.settings.cusum else 0
+
+    @property
+    def cusum_arl0(self) -> float:
+        return 2.0 * self.settings.false_alarm_events * max(1, self.cusum_features)
 
     @property
     def reference_ready(self) -> bool:
@@ -71,6 +105,16 @@ class ModelMonitor:
     @property
     def feature_names(self) -> list[str]:
         return self.schema.names
+
+    def cusum_statistics(self) -> tuple[FloatArray, FloatArray]:
+        """Statistic and threshold of each numeric feature's CUSUM (NaN when off or warming up)."""
+        stat = np.full(len(self.schema.numeric), np.nan)
+        thr = np.full(len(self.schema.numeric), np.nan)
+        for j, c in enumerate(self.cusums):
+            stat[j], thr[j] = c.statistic, c.threshold
+        return stat, thr
+
+    # -- processing -----------------------------------------------------------------------
 
     def process_labels(self, group: LabelGroup) -> list[Alert]:
         """Labels are counted here; the join and performance metrics come with delayed labels."""
@@ -95,12 +139,16 @@ class ModelMonitor:
                 self._fit_reference()
         alerts: list[Alert] = []
         if start < n and self.window is not None:
-            assert self.bins is not None and self.detector is not None
+            assert self.bins is not None
+            first = self.events_seen + start  # model event index of row `start`
+            alerts += self._cusum_alarms(cols.numeric[start:], times, start, first, group.versions)
             flat = self.bins.transform(cols.numeric[start:], cols.categorical[start:])
             for row, _ in self.window.add(flat, times[start:]):
                 if self.window.full:
                     i = start + row
                     alerts += self._evaluate(self.events_seen + i + 1, int(times[i]), group.versions[i])
+            self._remember_times(times[start:], first)
+            alerts.sort(key=lambda a: a.events_seen)
         self.events_seen += n
         self.model_version = group.versions[-1]
         return alerts
@@ -113,68 +161,193 @@ class ModelMonitor:
         flat = self.bins.transform(numeric, codes)
         self.reference_counts = np.bincount(flat[flat >= 0], minlength=self.bins.total).astype(np.int64)
         self.window = BlockWindow(s.window_size // s.step, s.step, self.bins.total)
-        self.detector = PSI(self.bins, self.reference_counts)
+        self._make_tests()
+        if s.cusum:
+            self.cusums = []
+            for j in range(numeric.shape[1]):
+                ref = numeric[:, j][np.isfinite(numeric[:, j])]
+                c = CUSUM(
+                    min_shift=s.cusum_min_shift,
+                    direction="both",
+                    arl0=self.cusum_arl0,
+                    warmup=max(2, len(ref)),
+                    reference=ref if len(ref) >= 2 else None,
+                    rebaseline=False,
+                )
+                self.cusums.append(c)
         self._ref_numeric, self._ref_codes = [], []
 
-    def _evaluate(self, events_seen: int, t_ms: int, version: str | None) -> list[Alert]:
-        assert self.window is not None and self.detector is not None
+    def _make_tests(self) -> None:
+        assert self.bins is not None and self.reference_counts is not None
         s = self.settings
-        scores = self.detector.score(self.window.counts(), s.window_size)
-        self.scores = scores
-        with np.errstate(invalid="ignore"):
-            fire = ~self.firing & (scores > s.psi_threshold)
-            resolve = self.firing & (scores < s.psi_resolve)
-        if not (fire.any() or resolve.any()):
-            return []
-        alerts = []
-        if fire.any():
-            starts = self.window.ordered_starts()[self.detector.change_start(self.window.ordered_blocks())]
-        for j in np.flatnonzero(fire | resolve).tolist():
-            name, score = self.schema.names[j], float(scores[j])
-            firing = bool(fire[j])
-            began = int(starts[j]) if firing else None
-            if firing:
-                message = (
-                    f"Feature '{name}' of model '{self.model_id}' drifted from its reference: "
-                    f"PSI {score:.3f} > {s.psi_threshold} over the last {s.window_size} events"
-                    + (f", likely since {format_timestamp(began)}" if began is not None else "")
-                    + "."
+        stats = [s.statistic] * len(self.schema.numeric) + [s.categorical_statistic] * len(
+            self.schema.categorical
+        )
+        floors: dict[str, float] | None = None
+        if s.min_effect is not None:
+            floors = {str(stat): s.min_effect for stat in set(stats)}
+        self.tests = FeatureWindowTests(
+            self.reference_counts, self.bins.sizes, stats, self.window_alpha, floors
+        )
+
+    def _remember_times(self, times: IntArray, first: int) -> None:
+        k = len(self._times)
+        idx = (first + np.arange(len(times))) % k
+        self._times[idx[-k:]] = times[-k:]
+
+    def _time_of(self, event_index: int, newest: int) -> int | None:
+        """Event time of a model event index still within the last window (else None)."""
+        if newest - event_index >= len(self._times) or event_index < 0:
+            return None
+        return int(self._times[event_index % len(self._times)])
+
+    def _cusum_alarms(
+        self, numeric: FloatArray, times: IntArray, start: int, first: int, versions: list[str | None]
+    ) -> list[Alert]:
+        """Run every numeric feature's CUSUM over the batch; fire features not yet firing."""
+        alerts: list[Alert] = []
+        for j, c in enumerate(self.cusums):
+            for d in c.update(numeric[:, j]):
+                row = start + (d.at - (c.n_seen - numeric.shape[0]))
+                seen = first + (row - start) + 1
+                self.last_cusum_alarm[j] = seen
+                if self.firing[j]:
+                    continue
+                began_index = first + (d.start - (c.n_seen - numeric.shape[0]))
+                if began_index >= first:  # within this batch
+                    began: int | None = int(times[start + began_index - first])
+                else:  # in an earlier batch: from the times of the last window
+                    began = self._time_of(began_index, first - 1)
+                alerts.append(
+                    self._fire(
+                        j, "cusum", d.statistic, d.threshold, seen, int(times[row]), began, versions[row]
+                    )
                 )
-            else:
-                message = (
-                    f"Feature '{name}' of model '{self.model_id}' is back near its reference: "
-                    f"PSI {score:.3f} < {s.psi_resolve}."
-                )
-            alerts.append(
-                Alert(
-                    model_id=self.model_id,
-                    model_version=version,
-                    kind="data_drift",
-                    feature=name,
-                    detector=PSI.name,
-                    status="firing" if firing else "resolved",
-                    severity=("critical" if score >= 2 * s.psi_threshold else "warning")
-                    if firing
-                    else "info",
-                    statistic=round(score, 6),
-                    threshold=s.psi_threshold if firing else s.psi_resolve,
-                    detected_at_ms=t_ms,
-                    change_started_at_ms=began,
-                    events_seen=events_seen,
-                    message=message,
-                    details={
-                        "feature_type": self.features[name].value,
-                        "window_events": s.window_size,
-                        "reference_events": s.reference_size,
-                        "step_events": s.step,
-                        "bins": int(self.bins.sizes[j]) if self.bins is not None else None,
-                    },
-                )
-            )
-        self.firing = (self.firing | fire) & ~resolve
-        self.alerts_fired += int(fire.sum())
-        self.alerts_resolved += int(resolve.sum())
         return alerts
+
+    def _evaluate(self, events_seen: int, t_ms: int, version: str | None) -> list[Alert]:
+        assert self.window is not None and self.tests is not None
+        s = self.settings
+        scores, thresholds = self.tests.evaluate(self.window.counts())
+        self.scores, self.thresholds = scores, thresholds
+        with np.errstate(invalid="ignore"):
+            fire = ~self.firing & (scores > thresholds)
+            quiet = events_seen - self.last_cusum_alarm >= s.window_size
+            resolve = self.firing & (scores < s.resolve_ratio * thresholds) & quiet
+        alerts: list[Alert] = []
+        if fire.any():
+            starts = self.window.ordered_starts()[self._change_blocks()]
+            for j in np.flatnonzero(fire).tolist():
+                stat = self.tests.statistics[j]
+                alerts.append(
+                    self._fire(
+                        j,
+                        stat,
+                        float(scores[j]),
+                        float(thresholds[j]),
+                        events_seen,
+                        t_ms,
+                        int(starts[j]),
+                        version,
+                    )
+                )
+        for j in np.flatnonzero(resolve).tolist():
+            alerts.append(
+                self._resolve(j, float(scores[j]), float(thresholds[j]), events_seen, t_ms, version)
+            )
+        return alerts
+
+    def _change_blocks(self) -> IntArray:
+        """Per feature, the block where the change most likely began: the split that maximises
+        events after it x the statistic of the pooled tail against the reference."""
+        assert self.window is not None and self.tests is not None
+        blocks = self.window.ordered_blocks()
+        k = blocks.shape[0]
+        tails = np.cumsum(blocks[::-1], axis=0)[::-1]
+        scores = np.stack([self.tests.evaluate(tails[i])[0] for i in range(k)])  # (k, features)
+        weight = (k - np.arange(k))[:, None]
+        return np.asarray(np.argmax(np.nan_to_num(scores, nan=-1.0) * weight, axis=0), dtype=np.int64)
+
+    def _fire(
+        self,
+        j: int,
+        detector: str,
+        score: float,
+        threshold: float,
+        events_seen: int,
+        t_ms: int,
+        began: int | None,
+        version: str | None,
+    ) -> Alert:
+        s = self.settings
+        name = self.schema.names[j]
+        self.firing[j] = True
+        self.alerts_fired += 1
+        what = (
+            f"{detector.upper()} {score:.3f} > {threshold:.3f} over the last {s.window_size} events"
+            if detector != "cusum"
+            else f"a mean shift of at least {s.cusum_min_shift} sd (CUSUM {score:.1f} > {threshold:.1f})"
+        )
+        return Alert(
+            model_id=self.model_id,
+            model_version=version,
+            kind="data_drift",
+            feature=name,
+            detector=detector,
+            status="firing",
+            severity="critical" if score >= 2 * threshold else "warning",
+            statistic=round(score, 6),
+            threshold=round(threshold, 6),
+            detected_at_ms=t_ms,
+            change_started_at_ms=began,
+            events_seen=events_seen,
+            message=(
+                f"Feature '{name}' of model '{self.model_id}' drifted from its reference: {what}"
+                + (f", likely since {format_timestamp(began)}" if began is not None else "")
+                + "."
+            ),
+            details=self._details(j),
+        )
+
+    def _resolve(
+        self, j: int, score: float, threshold: float, events_seen: int, t_ms: int, version: str | None
+    ) -> Alert:
+        s = self.settings
+        name = self.schema.names[j]
+        self.firing[j] = False
+        self.alerts_resolved += 1
+        stat = self.tests.statistics[j] if self.tests is not None else "window"
+        return Alert(
+            model_id=self.model_id,
+            model_version=version,
+            kind="data_drift",
+            feature=name,
+            detector=stat,
+            status="resolved",
+            severity="info",
+            statistic=round(score, 6),
+            threshold=round(s.resolve_ratio * threshold, 6),
+            detected_at_ms=t_ms,
+            change_started_at_ms=None,
+            events_seen=events_seen,
+            message=(
+                f"Feature '{name}' of model '{self.model_id}' is back near its reference: "
+                f"{stat.upper()} {score:.3f} < {s.resolve_ratio * threshold:.3f}."
+            ),
+            details=self._details(j),
+        )
+
+    def _details(self, j: int) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "feature_type": self.features[self.schema.names[j]].value,
+            "window_events": s.window_size,
+            "reference_events": s.reference_size,
+            "step_events": s.step,
+            "window_alpha": self.window_alpha,
+            "false_alarm_events": s.false_alarm_events,
+            "bins": int(self.bins.sizes[j]) if self.bins is not None else None,
+        }
 
     # -- snapshot / restore -------------------------------------------------------------
 
@@ -193,13 +366,17 @@ class ModelMonitor:
             "missing": self.missing,
             "invalid": self.invalid,
             "scores": self.scores,
+            "thresholds": self.thresholds,
             "firing": self.firing,
+            "last_cusum_alarm": self.last_cusum_alarm,
             "alerts_fired": self.alerts_fired,
             "alerts_resolved": self.alerts_resolved,
+            "times": self._times,
             "reference_buffer": None,
             "bins": None,
             "reference_counts": None,
             "window": None,
+            "cusums": [c.to_dict() for c in self.cusums],
         }
         if self.bins is None:
             doc["reference_buffer"] = {
@@ -220,9 +397,14 @@ class ModelMonitor:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as e:
             raise SnapshotError(f"snapshot is not JSON: {e}") from None
-        if doc.get("format") != SNAPSHOT_FORMAT or doc.get("version") != SNAPSHOT_VERSION:
+        if (
+            not isinstance(doc, dict)
+            or doc.get("format") != SNAPSHOT_FORMAT
+            or doc.get("version") != SNAPSHOT_VERSION
+        ):
+            got = (doc.get("format"), doc.get("version")) if isinstance(doc, dict) else None
             raise SnapshotError(
-                f"unsupported snapshot {doc.get('format')!r} version {doc.get('version')!r}; "
+                f"unsupported snapshot {got!r}; "
                 f"this build reads {SNAPSHOT_FORMAT!r} version {SNAPSHOT_VERSION}"
             )
         m = cls(
@@ -236,20 +418,33 @@ class ModelMonitor:
             m.schema.vocabularies[j].update({v: i for i, v in enumerate(values)})
         m.missing = np.asarray(doc["missing"], dtype=np.int64)
         m.invalid = np.asarray(doc["invalid"], dtype=np.int64)
-        m.scores = np.asarray([np.nan if v is None else v for v in doc["scores"]], dtype=np.float64)
+        m.scores = _floats(doc["scores"])
+        m.thresholds = _floats(doc["thresholds"])
         m.firing = np.asarray(doc["firing"], dtype=bool)
+        m.last_cusum_alarm = np.asarray(doc["last_cusum_alarm"], dtype=np.int64)
         m.alerts_fired, m.alerts_resolved = int(doc["alerts_fired"]), int(doc["alerts_resolved"])
+        m._times = np.asarray(doc["times"], dtype=np.int64)
         n_num, n_cat = len(m.schema.numeric), len(m.schema.categorical)
         if doc["bins"] is None:
             buf = doc["reference_buffer"]
             m._ref_rows = int(buf["rows"])
             if m._ref_rows:
-                nums = [[np.nan if v is None else v for v in row] for row in buf["numeric"]]
-                m._ref_numeric = [np.asarray(nums, dtype=np.float64).reshape(-1, n_num)]
+                m._ref_numeric = [_floats(buf["numeric"]).reshape(-1, n_num)]
                 m._ref_codes = [np.asarray(buf["codes"], dtype=np.int64).reshape(-1, n_cat)]
         else:
             m.bins = ReferenceBins.from_dict(doc["bins"])
             m.reference_counts = np.asarray(doc["reference_counts"], dtype=np.int64)
             m.window = BlockWindow.from_dict(doc["window"])
-            m.detector = PSI(m.bins, m.reference_counts)
+            m._make_tests()
+            m.cusums = [CUSUM.from_dict(c) for c in doc["cusums"]]
         return m
+
+
+def _floats(values: Any) -> FloatArray:
+    """JSON null (how NaN is written) back to NaN, at any nesting."""
+    arr = np.asarray(values, dtype=object)
+    out: FloatArray = np.where(arr == None, np.nan, arr).astype(np.float64)  # noqa: E711
+    return out
+
+
+__all__ = ["Detector", "ModelMonitor", "SnapshotError"]

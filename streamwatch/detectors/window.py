@@ -25,8 +25,11 @@ for detecting dataset shift. NeurIPS.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -90,14 +93,38 @@ def null_quantile(
     draws: int,
     seed: int,
 ) -> float:
-    """``1 - alpha`` quantile of the statistic when both histograms come from ``proportions``."""
+    """``1 - alpha`` quantile of the statistic when both histograms come from ``proportions``.
+
+    Where ``draws`` put at least 20 values beyond the quantile it is read off the bootstrap
+    directly. Further out (small ``alpha``, as a false-alarm budget shared by many features gives)
+    the tail is extrapolated: the squared distances behave like a scaled chi-square (each is a
+    quadratic form of the bin proportions' errors, asymptotically), so a ``c * chi2(nu)`` matched to
+    the bootstrap's mean and variance (Satterthwaite) gives the quantile.
+    """
     rng = np.random.default_rng(seed)
     p = np.asarray(proportions, dtype=np.float64)
     p = p / p.sum()
-    ref = rng.multinomial(n_reference, p, size=draws)
-    cur = rng.multinomial(n_window, p, size=draws)
-    values = statistic(name, ref, cur)
-    return float(np.quantile(values[np.isfinite(values)], 1 - alpha))
+    values = statistic(
+        name, rng.multinomial(n_reference, p, size=draws), rng.multinomial(n_window, p, size=draws)
+    )
+    values = values[np.isfinite(values)]
+    if alpha * len(values) >= 20:
+        return float(np.quantile(values, 1 - alpha))
+    squared = name != "psi"  # psi is already quadratic; the others are roots of quadratic forms
+    v = values**2 if squared else values
+    mean, var = float(v.mean()), float(v.var())
+    if mean <= 0 or var <= 0:
+        return float(values.max())
+    nu, c = 2 * mean**2 / var, var / (2 * mean)
+    q = c * _chi2_quantile(1 - alpha, nu)
+    return float(np.sqrt(q) if squared else q)
+
+
+def _chi2_quantile(prob: float, nu: float) -> float:
+    """Wilson-Hilferty approximation of the chi-square quantile (a few % at nu >= 2)."""
+    z = NormalDist().inv_cdf(prob)
+    h = 2 / (9 * nu)
+    return float(nu * max(0.0, 1 - h + z * math.sqrt(h)) ** 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +182,12 @@ class WindowTest:
         self.draws = draws
         self.seed = seed
         n = int(self.reference.sum())
-        # two significant digits: references with similar proportions share a calibration
-        self._props = tuple(float(f"{v:.2g}") for v in (self.reference / max(n, 1)).tolist())
+        # proportions on a 10 % geometric grid: references with similar proportions (such as
+        # every numeric feature's equal-mass bins) share one calibration
+        self._props = tuple(
+            0.0 if v == 0 else float(f"{1.1 ** round(math.log(v, 1.1)):.4g}")
+            for v in (self.reference / max(n, 1)).tolist()
+        )
 
     def null_quantile(self, n_window: int) -> float:
         return null_quantile(
@@ -178,3 +209,61 @@ class WindowTest:
         q = self.null_quantile(n)
         threshold = max(q, self.min_effect)
         return WindowResult(value, threshold, q, bool(value > threshold))
+
+
+class FeatureWindowTests:
+    """:class:`WindowTest` for every feature of a model at once, over a flat bin layout.
+
+    ``sizes`` gives each feature's number of bins (features lie side by side in the flat
+    counts); ``statistics`` its statistic. Statistics are computed per run of features with equal
+    bin counts in one vectorised call; thresholds are cached per feature and window count.
+    """
+
+    def __init__(
+        self,
+        reference: npt.ArrayLike,
+        sizes: npt.ArrayLike,
+        statistics: Sequence[str],
+        alpha: float,
+        min_effect: Mapping[str, float] | None = None,
+        draws: int | None = None,
+    ) -> None:
+        ref = np.asarray(reference, dtype=np.int64)
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        floors = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
+        # up to 20 000 draws; beyond that the tail is extrapolated (see null_quantile)
+        n_draws = draws or int(min(20_000, max(4000, 20 / alpha)))
+        self.tests = [
+            WindowTest(ref[o : o + k], stat, alpha=alpha, min_effect=floors[stat], draws=n_draws)
+            for o, k, stat in zip(self.offsets.tolist(), self.sizes.tolist(), statistics, strict=True)
+        ]
+        self.statistics = list(statistics)
+        groups: list[tuple[int, int, str]] = []  # (first feature, end feature, statistic) of equal size
+        for j, (k, stat) in enumerate(zip(self.sizes.tolist(), statistics, strict=True)):
+            if groups and groups[-1][1] == j and groups[-1][2] == stat and self.sizes[groups[-1][0]] == k:
+                groups[-1] = (groups[-1][0], j + 1, stat)
+            else:
+                groups.append((j, j + 1, stat))
+        self._groups = groups
+        self._ref = ref
+        self._cache: list[dict[int, float]] = [{} for _ in self.tests]
+
+    def evaluate(self, window: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """Statistic and threshold per feature for flat window counts (NaN: no values)."""
+        counts = np.asarray(window, dtype=np.int64)
+        stats = np.full(len(self.tests), np.nan)
+        for f0, f1, stat in self._groups:
+            k = int(self.sizes[f0])
+            lo, hi = int(self.offsets[f0]), int(self.offsets[f0]) + (f1 - f0) * k
+            stats[f0:f1] = statistic(stat, self._ref[lo:hi].reshape(-1, k), counts[lo:hi].reshape(-1, k))
+        per_feature = np.add.reduceat(counts, self.offsets) if len(counts) else np.zeros(0, np.int64)
+        thresholds = np.full(len(self.tests), np.nan)
+        for j, n in enumerate(per_feature.tolist()):
+            if n > 0:
+                cached = self._cache[j].get(n)
+                if cached is None:
+                    test = self.tests[j]
+                    cached = self._cache[j][n] = max(test.null_quantile(n), test.min_effect)
+                thresholds[j] = cached
+        return stats, thresholds

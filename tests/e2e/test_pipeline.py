@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamwatch.events import parse_timestamp
 from streamwatch.simulate import Scenario, generate
 from tests.conftest import REPO, Worker, http_get, wait_until, write_config
 
@@ -174,7 +175,9 @@ def run(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
 
         metrics = wait_until(caught_up, 60, "worker to process every event")
         queries = {
-            "income_score": f'streamwatch_feature_drift_score{{model="{MODEL}",feature="income"}}',
+            "income_score": (
+                f'streamwatch_feature_drift_score{{model="{MODEL}",feature="income",detector="psi"}}'
+            ),
             "dead_letters": "sum(streamwatch_dead_letters_total)",
             "firing": f'streamwatch_alerts_firing{{model="{MODEL}",kind="data_drift"}}',
         }
@@ -207,20 +210,21 @@ def test_drift_alert_arrives_on_the_alerts_topic(run: Run) -> None:
     a = firing[0]
     assert a["statistic"] > a["threshold"]
     assert SCENARIO.change_at < a["events_seen"] <= SCENARIO.change_at + 1000
-    began = SCENARIO.truth()["changes"][0]["start_time"]
-    assert a["change_started_at"] is not None and a["change_started_at"][:16] == began[:16]
+    began = parse_timestamp(SCENARIO.truth()["changes"][0]["start_time"])
+    assert a["change_started_at"] is not None
+    assert abs(parse_timestamp(a["change_started_at"]) - began) <= 100 * 1000 / SCENARIO.rate_per_second
 
 
 def test_metrics_show_the_drifting_feature_above_threshold_and_others_below(run: Run) -> None:
     scores = {
         s.labels["feature"]: s.value
         for s in run.metrics["streamwatch_feature_drift_score"]
-        if s.labels["model"] == MODEL
+        if s.labels["model"] == MODEL and s.labels["detector"] == "psi"
     }
     thresholds = {
         s.labels["feature"]: s.value
         for s in run.metrics["streamwatch_feature_drift_threshold"]
-        if s.labels["model"] == MODEL
+        if s.labels["model"] == MODEL and s.labels["detector"] == "psi"
     }
     assert set(scores) == {*SCENARIO.features, "country"}
     assert scores["income"] > thresholds["income"]
@@ -244,7 +248,7 @@ def test_every_malformed_event_is_dead_lettered_with_its_reason(run: Run) -> Non
 
 
 def test_prometheus_scraped_the_worker(run: Run) -> None:
-    assert run.prom_values["income_score"] > 0.2
+    assert run.prom_values["income_score"] > 0.1  # above the effect floor, the lowest threshold
     assert run.prom_values["dead_letters"] == sum(run.expected_dead.values())
     assert run.prom_values["firing"] == 1.0
 
