@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 import yaml
 from confluent_kafka import Consumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamwatch.alerts import describe
 from streamwatch.config import load_config
@@ -31,6 +32,30 @@ from streamwatch.simulate import Scenario, generate
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=2) as r:
         return str(r.read().decode())
+
+
+def _summary(metrics_text: str) -> list[str]:
+    """One line per feature: each detector's statistic against its threshold, and the status."""
+    wanted = (
+        "streamwatch_feature_drift_score",
+        "streamwatch_feature_drift_threshold",
+        "streamwatch_feature_drift_status",
+    )
+    rows: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(metrics_text):
+        if fam.name in wanted:
+            kind = fam.name.rsplit("_", 1)[1]
+            for smp in fam.samples:
+                rows.setdefault(smp.labels["feature"], {})[f"{smp.labels['detector']}.{kind}"] = smp.value
+    out = []
+    for feature, r in rows.items():
+        detectors = sorted({k.split(".")[0] for k in r if k.endswith(".score")}, key=lambda d: d == "cusum")
+        parts = [
+            f"{d} {r[d + '.score']:.3f} / {r.get(d + '.threshold', float('nan')):.3f}" for d in detectors
+        ]
+        drifting = any(v for k, v in r.items() if k.endswith(".status"))
+        out.append(f"{feature:<14} {'DRIFTING' if drifting else 'ok':<9} " + ",  ".join(parts))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                             secs = (
                                 parse_timestamp(ev["detected_at"]) - parse_timestamp(ev["change_started_at"])
                             ) / 1000
-                            took = f"  -> found {secs:.1f} s after it began"
+                            took = f"  -> found {secs:.2f} s after it began"
                         print("  ALERT " + describe(ev) + took, flush=True)
             c.close()
 
@@ -145,13 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         reader.join(5)
 
-        scores = [
-            line
-            for line in _get(metrics_url).splitlines()
-            if line.startswith("streamwatch_feature_drift_score")
-        ]
-        print("\n  drift scores now (PSI; threshold 0.2):")
-        for line in scores:
+        print("\n  drift now, per feature (statistic / threshold):")
+        for line in _summary(_get(metrics_url)):
             print("    " + line)
         found = any(a["status"] == "firing" for a in alerts)
         print(
