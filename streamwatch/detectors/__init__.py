@@ -1,5 +1,6 @@
 """Drift detectors. Each module holds one detector; all are pure numpy, without I/O."""
 
+from streamwatch.detectors.adwin import ADWIN
 from streamwatch.detectors.base import Detection, Detector, SnapshotError
 from streamwatch.detectors.cusum import CUSUM
 from streamwatch.detectors.ddm import DDM
@@ -9,6 +10,7 @@ from streamwatch.detectors.psi import psi
 from streamwatch.detectors.window import FeatureWindowTests, WindowTest, statistic
 
 __all__ = [
+    "ADWIN",
     "CUSUM",
     "DDM",
     "HDDMA",

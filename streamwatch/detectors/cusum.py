@@ -39,6 +39,7 @@ from streamwatch.detectors.base import Detection, Detector, FloatArray, as_value
 from streamwatch.detectors.calibration import discrete_threshold, gaussian_threshold, normal_score_table
 
 DISCRETE_MAX_VALUES = 32
+_CHUNK = 4096  # values per vectorised pass
 
 
 class CUSUM(Detector):
@@ -162,45 +163,54 @@ class CUSUM(Detector):
         return self._continue(raw[finite], positions)
 
     def _continue(self, x: FloatArray, positions: npt.NDArray[np.int64]) -> list[Detection]:
-        if not self.ready:
-            need = self.warmup - len(self._ref)
-            self._ref.extend(x[:need].tolist())
-            if len(self._ref) < self.warmup:
-                return []
-            self.zero_at[:] = positions[need - 1]  # a change can only start after the reference
-            x, positions = x[need:], positions[need:]
-            self._fit(np.asarray(self._ref))
-        if x.size == 0:
-            return []
-        z = self.standardise(x)
-        d = self.shifts
-        inc = np.concatenate([d * (sign * z[:, None] - d / 2) for sign in self.signs], axis=1)
-        # member order: sign-major here; keep self.s in the same order
         detections: list[Detection] = []
-        i0 = 0
-        while i0 < len(z):
-            c = np.cumsum(inc[i0:], axis=0)
+        while True:
+            if not self.ready:
+                need = self.warmup - len(self._ref)
+                self._ref.extend(x[:need].tolist())
+                if len(self._ref) < self.warmup:
+                    return detections
+                self.zero_at[:] = positions[need - 1]  # a change can only start after the reference
+                x, positions = x[need:], positions[need:]
+                self._fit(np.asarray(self._ref))
+            if x.size == 0:
+                return detections
+            found, used = self._scan(x, positions)
+            if found is None:
+                return detections
+            detections.append(found)
+            x, positions = x[used:], positions[used:]
+            if self.rebaseline:  # the values after the alarm are the new reference
+                self.kind, self._ref = "", []
+
+    def _scan(self, x: FloatArray, positions: npt.NDArray[np.int64]) -> tuple[Detection | None, int]:
+        """Run the bank until its first alarm; returns it and the values consumed up to it.
+
+        Works in chunks so that an alarm costs a chunk's worth of recomputation, not the rest
+        of a long batch.
+        """
+        d = self.shifts
+        for lo in range(0, len(x), _CHUNK):
+            hi = min(lo + _CHUNK, len(x))
+            z = self.standardise(x[lo:hi])
+            # members sign-major, the order of self.s
+            inc = np.concatenate([d * (sign * z[:, None] - d / 2) for sign in self.signs], axis=1)
+            c = np.cumsum(inc, axis=0)
             low = np.minimum(np.minimum.accumulate(c, axis=0), -self.s)
             s = c - low
             over = s.max(axis=1) > self.threshold
             if not over.any():
-                self._advance(c, low, s, positions[i0:])
-                break
+                self._advance(c, low, s, positions[lo:hi])
+                continue
             t = int(np.argmax(over))
             j = int(np.argmax(s[t]))
-            self._advance(c[: t + 1], low[: t + 1], s[: t + 1], positions[i0 : i0 + t + 1])
-            at = int(positions[i0 + t])
-            detections.append(Detection(at, int(self.zero_at[j]) + 1, float(s[t, j]), self.threshold))
+            self._advance(c[: t + 1], low[: t + 1], s[: t + 1], positions[lo : lo + t + 1])
+            at = int(positions[lo + t])
+            found = Detection(at, int(self.zero_at[j]) + 1, float(s[t, j]), self.threshold)
             self.s[:] = 0.0
             self.zero_at[:] = at
-            i0 += t + 1
-            if self.rebaseline and i0 < len(z):
-                # the values after the alarm are the new reference: continue as a fresh warm-up
-                self.kind, self._ref = "", []
-                return detections + self._continue(x[i0:], positions[i0:])
-            if self.rebaseline:
-                self.kind, self._ref = "", []
-        return detections
+            return found, lo + t + 1
+        return None, len(x)
 
     def _advance(
         self, c: FloatArray, low: FloatArray, s: FloatArray, positions: npt.NDArray[np.int64]
