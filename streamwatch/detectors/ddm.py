@@ -46,10 +46,8 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from streamwatch.detectors.base import Detection, Detector, FloatArray, as_values
-
-_MIN_CHUNK = 256  # shortest chunk; chunks double while nothing fires
-_MAX_CHUNK = 1 << 16
+from streamwatch.detectors.base import Detection, FloatArray
+from streamwatch.detectors.binary import BinaryDetector
 
 
 def _last_true(mask: npt.NDArray[np.bool_], end: int) -> int:
@@ -68,7 +66,7 @@ def _dec(v: float | None, default: float) -> float:
     return default if v is None else float(v)
 
 
-class DDM(Detector):
+class DDM(BinaryDetector):
     """Drift Detection Method for 0/1 error streams, equivalent to river's ``DDM``.
 
     Parameters
@@ -92,6 +90,7 @@ class DDM(Detector):
     The example of ``river.drift.binary.DDM``, fed as one batch, fires where river does:
 
     >>> import random
+    >>> from streamwatch.detectors import Detector
     >>> rng = random.Random(42)
     >>> stream = rng.choices([0, 1], k=1000) + rng.choices([0, 1], k=1000, weights=[0.3, 0.7])
     >>> ddm = DDM()
@@ -128,33 +127,6 @@ class DDM(Detector):
         self._min_pos = last_pos  # position of the last running minimum of p + s
         self.warning = False
         self._warn_pos = -1  # position where the current warning zone was entered
-
-    def update(self, values: npt.ArrayLike) -> list[Detection]:
-        x = as_values(values)
-        finite = np.isfinite(x)
-        index = None if finite.all() else np.flatnonzero(finite)
-        if index is not None:
-            x = x[index]
-        if ((x < 0.0) | (x > 1.0)).any():
-            raise ValueError("DDM takes values in [0, 1] (1 = error)")
-        first = self.n_seen
-        self.n_seen += finite.size
-        detections: list[Detection] = []
-        i = 0
-        size = max(_MIN_CHUNK, self._n)
-        while i < x.size:
-            m = min(x.size - i, size, _MAX_CHUNK)
-            pos = first + (np.arange(i, i + m) if index is None else index[i : i + m])
-            n_before = self._n
-            hit = self._chunk(x[i : i + m], pos)
-            if hit is None:
-                i += m
-                size *= 2
-            else:
-                detections.append(hit[1])
-                i += hit[0] + 1
-                size = max(_MIN_CHUNK, n_before + hit[0] + 1)  # guess: as long as the last segment
-        return detections
 
     def _chunk(self, x: FloatArray, pos: npt.NDArray[np.int64]) -> tuple[int, Detection] | None:
         """Advance over one chunk; stop at the first detection (returned with its chunk index)."""

@@ -56,10 +56,8 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from streamwatch.detectors.base import Detection, Detector, FloatArray, as_values
-
-_MIN_CHUNK = 256  # shortest chunk; chunks double while nothing fires
-_MAX_CHUNK = 1 << 16
+from streamwatch.detectors.base import Detection, FloatArray
+from streamwatch.detectors.binary import BinaryDetector
 
 BoolArray = npt.NDArray[np.bool_]
 IndexArray = npt.NDArray[np.int64]
@@ -84,7 +82,7 @@ class _Cut:
         self.pos = pos
 
 
-class HDDMA(Detector):
+class HDDMA(BinaryDetector):
     """HDDM_A for 0/1 error streams, equivalent to river's ``HDDMA``.
 
     Parameters
@@ -107,6 +105,7 @@ class HDDMA(Detector):
     The example of ``river.drift.binary.HDDMA``, fed as one batch, fires where river does:
 
     >>> import random
+    >>> from streamwatch.detectors import Detector
     >>> rng = random.Random(42)
     >>> stream = rng.choices([0, 1], k=1000) + rng.choices([0, 1], k=1000, weights=[0.3, 0.7])
     >>> hddm = HDDMA()
@@ -158,33 +157,6 @@ class HDDMA(Detector):
             return math.inf if low else -math.inf
         bound = math.sqrt(1.0 / (2 * cut.n) * self._log_cut)  # the same operations as _bound
         return cut.mean + bound if low else cut.mean - bound
-
-    def update(self, values: npt.ArrayLike) -> list[Detection]:
-        x = as_values(values)
-        finite = np.isfinite(x)
-        index = None if finite.all() else np.flatnonzero(finite)
-        if index is not None:
-            x = x[index]
-        if ((x < 0.0) | (x > 1.0)).any():
-            raise ValueError("HDDM_A takes values in [0, 1] (1 = error)")
-        first = self.n_seen
-        self.n_seen += finite.size
-        detections: list[Detection] = []
-        i = 0
-        size = max(_MIN_CHUNK, self._n)
-        while i < x.size:
-            m = min(x.size - i, size, _MAX_CHUNK)
-            pos = first + (np.arange(i, i + m) if index is None else index[i : i + m])
-            n_before = self._n
-            hit = self._chunk(x[i : i + m], pos)
-            if hit is None:
-                i += m
-                size *= 2
-            else:
-                detections.append(hit[1])
-                i += hit[0] + 1
-                size = max(_MIN_CHUNK, n_before + hit[0] + 1)  # guess: as long as the last segment
-        return detections
 
     def _cut_points(
         self, key: FloatArray, cut: _Cut, n: FloatArray, mean: FloatArray, low: bool
