@@ -73,7 +73,7 @@ class CUSUM(Detector):
     >>> x = np.concatenate([rng.normal(0, 1, 3000), rng.normal(1, 1, 500)])
     >>> det = CUSUM(min_shift=0.5, direction="up", arl0=100_000, warmup=1000)
     >>> [(d.at, d.start) for d in det.update(x)]
-    [(3012, 2969)]
+    [(3011, 2969)]
     """
 
     name = "cusum"
