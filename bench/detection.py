@@ -223,6 +223,24 @@ def window_tests(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def attach_configured_vs_achieved(results: dict[str, Any], calibration: list[dict[str, Any]]) -> None:
+    """Give each stream's streamwatch row the configured rate and the long-run achieved rate of
+    its family (Bernoulli for E*, Gaussian for G*), measured on the long null streams."""
+    for sid, stream in results.items():
+        family = "Bernoulli(0.1)" if sid.startswith("E") else "N(0,1)"
+        row = next(
+            c
+            for c in calibration
+            if c["null"] == family
+            and c["configured_arl0"]
+            == max(c2["configured_arl0"] for c2 in calibration if c2["null"] == family)
+        )
+        stream["detectors"]["streamwatch CUSUM"].update(
+            configured_false_alarms_per_10k=row["configured_per_10k"],
+            achieved_false_alarms_per_10k_long_run=row["achieved_per_10k"],
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="20 seeds and smaller null streams (< 1 min)")
@@ -282,6 +300,7 @@ def main() -> None:
                     "poisson_sd_of_ratio": round(1 / math.sqrt(max(alarms, 1)), 3),
                 }
             )
+    attach_configured_vs_achieved(results, calibration)
     windows = window_tests(args.quick)
     out = {
         "protocol": "DQ-v1 (shared/research/detection.md)",
