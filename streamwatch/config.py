@@ -61,7 +61,7 @@ class DriftSettings(_Strict):
         description="smallest change worth an alert, in the statistic's units (default: PSI 0.1, ...)",
     )
     false_alarm_events: float = Field(
-        100_000, gt=1, description="expected events between false drift alerts of a model (ARL0)"
+        100_000.0, gt=1, description="expected events between false drift alerts of a model (ARL0)"
     )
     resolve_ratio: float = Field(
         0.5, gt=0, le=1, description="an alert resolves below this share of its threshold"
@@ -157,7 +157,12 @@ class Settings(BaseSettings):
         return env_settings, init_settings
 
     def drift_for(self, model_id: str) -> DriftSettings:
-        return self.models[model_id].drift or self.drift
+        """The global drift block with the model's own fields laid over it."""
+        own = self.models[model_id].drift
+        if own is None:
+            return self.drift
+        merged = {**self.drift.model_dump(), **own.model_dump(include=own.model_fields_set)}
+        return DriftSettings(**merged)
 
 
 def format_validation_error(err: ValidationError) -> str:

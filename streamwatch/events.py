@@ -86,7 +86,10 @@ def parse_timestamp(value: str | float) -> int:
             assert digits is not None  # guaranteed by the pattern
             value = head + "." + digits.group()[:6].ljust(6, "0") + frac[digits.end() :]
         dt = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
-        return (dt - _EPOCH) // _MS
+        ms: int = (dt - _EPOCH) // _MS
+        if ms > MAX_EPOCH_MS:  # e.g. 9999-12-31T23:59:59-05:00: past what can be written back
+            raise ValueError("timestamp after 9999-12-31T23:59:59.999Z")
+        return ms
     raise ValueError("timestamp must be RFC 3339 with an offset, or epoch milliseconds")
 
 

@@ -29,7 +29,7 @@ from streamwatch.alerts import Alert
 from streamwatch.columns import FeatureSchema
 from streamwatch.config import DriftSettings, FeatureType
 from streamwatch.decode import LabelGroup, PredictionGroup
-from streamwatch.detectors.base import Detector
+from streamwatch.detectors.base import Detection
 from streamwatch.detectors.cusum import CUSUM
 from streamwatch.detectors.window import FeatureWindowTests
 from streamwatch.events import format_timestamp
@@ -77,7 +77,7 @@ class ModelMonitor:
         self.reference_counts: IntArray | None = None
         self.window: BlockWindow | None = None
         self.tests: FeatureWindowTests | None = None
-        self.cusums: list[CUSUM] = []
+        self.cusums: list[CUSUM | None] = []  # per numeric feature; None: constant reference
         # event times of the last window, to date a CUSUM's change start
         self._times = np.zeros(drift.window_size, dtype=np.int64)
 
@@ -111,7 +111,8 @@ class ModelMonitor:
         stat = np.full(len(self.schema.numeric), np.nan)
         thr = np.full(len(self.schema.numeric), np.nan)
         for j, c in enumerate(self.cusums):
-            stat[j], thr[j] = c.statistic, c.threshold
+            if c is not None:
+                stat[j], thr[j] = c.statistic, c.threshold
         return stat, thr
 
     # -- processing -----------------------------------------------------------------------
@@ -141,14 +142,21 @@ class ModelMonitor:
         if start < n and self.window is not None:
             assert self.bins is not None
             first = self.events_seen + start  # model event index of row `start`
-            alerts += self._cusum_alarms(cols.numeric[start:], times, start, first, group.versions)
+            hits = self._cusum_hits(cols.numeric[start:], start)
             flat = self.bins.transform(cols.numeric[start:], cols.categorical[start:])
+            # CUSUM alarms and window evaluations take effect in event order (a CUSUM alarm
+            # first at the same event), so alerts do not depend on where batches are cut
+            k = 0
             for row, _ in self.window.add(flat, times[start:]):
+                i = start + row
+                while k < len(hits) and hits[k][0] <= i:
+                    alerts += self._cusum_alarm(*hits[k], times, start, first, group.versions)
+                    k += 1
                 if self.window.full:
-                    i = start + row
                     alerts += self._evaluate(self.events_seen + i + 1, int(times[i]), group.versions[i])
+            for hit in hits[k:]:
+                alerts += self._cusum_alarm(*hit, times, start, first, group.versions)
             self._remember_times(times[start:], first)
-            alerts.sort(key=lambda a: a.events_seen)
         self.events_seen += n
         self.model_version = group.versions[-1]
         return alerts
@@ -166,12 +174,15 @@ class ModelMonitor:
             self.cusums = []
             for j in range(numeric.shape[1]):
                 ref = numeric[:, j][np.isfinite(numeric[:, j])]
+                if np.unique(ref).size < 2:  # a constant reference has no scale to detect shifts in
+                    self.cusums.append(None)
+                    continue
                 c = CUSUM(
                     min_shift=s.cusum_min_shift,
                     direction="both",
                     arl0=self.cusum_arl0,
-                    warmup=max(2, len(ref)),
-                    reference=ref if len(ref) >= 2 else None,
+                    warmup=len(ref),
+                    reference=ref,
                     rebaseline=False,
                 )
                 self.cusums.append(c)
@@ -201,29 +212,43 @@ class ModelMonitor:
             return None
         return int(self._times[event_index % len(self._times)])
 
-    def _cusum_alarms(
-        self, numeric: FloatArray, times: IntArray, start: int, first: int, versions: list[str | None]
-    ) -> list[Alert]:
-        """Run every numeric feature's CUSUM over the batch; fire features not yet firing."""
-        alerts: list[Alert] = []
+    def _cusum_hits(self, numeric: FloatArray, start: int) -> list[tuple[int, int, Detection]]:
+        """Every numeric feature's CUSUM over the batch: (row, feature, detection) in row order."""
+        hits: list[tuple[int, int, Detection]] = []
         for j, c in enumerate(self.cusums):
-            for d in c.update(numeric[:, j]):
-                row = start + (d.at - (c.n_seen - numeric.shape[0]))
-                seen = first + (row - start) + 1
-                self.last_cusum_alarm[j] = seen
-                if self.firing[j]:
-                    continue
-                began_index = first + (d.start - (c.n_seen - numeric.shape[0]))
-                if began_index >= first:  # within this batch
-                    began: int | None = int(times[start + began_index - first])
-                else:  # in an earlier batch: from the times of the last window
-                    began = self._time_of(began_index, first - 1)
-                alerts.append(
-                    self._fire(
-                        j, "cusum", d.statistic, d.threshold, seen, int(times[row]), began, versions[row]
-                    )
-                )
-        return alerts
+            if c is None:
+                continue
+            base = c.n_seen  # detector position of this batch's first row
+            hits.extend((start + d.at - base, j, d) for d in c.update(numeric[:, j]))
+        hits.sort(key=lambda h: (h[0], h[1]))
+        return hits
+
+    def _cusum_alarm(
+        self,
+        row: int,
+        j: int,
+        d: Detection,
+        times: IntArray,
+        start: int,
+        first: int,
+        versions: list[str | None],
+    ) -> list[Alert]:
+        """Apply one CUSUM alarm: it keeps a firing alert alive, or fires the feature's alert."""
+        seen = first + (row - start) + 1
+        self.last_cusum_alarm[j] = seen
+        if self.firing[j]:
+            return []
+        detector = self.cusums[j]
+        assert detector is not None
+        began_index = first + (row - start) - (d.at - d.start)
+        # the start is reported when it lies within a window of the alarm, whatever the batching
+        began: int | None = None
+        if (seen - 1) - began_index < self.settings.window_size:
+            if began_index >= first:  # within this batch
+                began = int(times[start + began_index - first])
+            else:  # in an earlier batch: from the times of the last window
+                began = self._time_of(began_index, first - 1)
+        return [self._fire(j, "cusum", d.statistic, d.threshold, seen, int(times[row]), began, versions[row])]
 
     def _evaluate(self, events_seen: int, t_ms: int, version: str | None) -> list[Alert]:
         assert self.window is not None and self.tests is not None
@@ -264,7 +289,7 @@ class ModelMonitor:
         blocks = self.window.ordered_blocks()
         k = blocks.shape[0]
         tails = np.cumsum(blocks[::-1], axis=0)[::-1]
-        scores = np.stack([self.tests.evaluate(tails[i])[0] for i in range(k)])  # (k, features)
+        scores = np.stack([self.tests.values(tails[i]) for i in range(k)])  # (k, features)
         weight = (k - np.arange(k))[:, None]
         return np.asarray(np.argmax(np.nan_to_num(scores, nan=-1.0) * weight, axis=0), dtype=np.int64)
 
@@ -376,7 +401,7 @@ class ModelMonitor:
             "bins": None,
             "reference_counts": None,
             "window": None,
-            "cusums": [c.to_dict() for c in self.cusums],
+            "cusums": [None if c is None else c.to_dict() for c in self.cusums],
         }
         if self.bins is None:
             doc["reference_buffer"] = {
@@ -429,14 +454,14 @@ class ModelMonitor:
             buf = doc["reference_buffer"]
             m._ref_rows = int(buf["rows"])
             if m._ref_rows:
-                m._ref_numeric = [_floats(buf["numeric"]).reshape(-1, n_num)]
-                m._ref_codes = [np.asarray(buf["codes"], dtype=np.int64).reshape(-1, n_cat)]
+                m._ref_numeric = [_floats(buf["numeric"]).reshape(m._ref_rows, n_num)]
+                m._ref_codes = [np.asarray(buf["codes"], dtype=np.int64).reshape(m._ref_rows, n_cat)]
         else:
             m.bins = ReferenceBins.from_dict(doc["bins"])
             m.reference_counts = np.asarray(doc["reference_counts"], dtype=np.int64)
             m.window = BlockWindow.from_dict(doc["window"])
             m._make_tests()
-            m.cusums = [CUSUM.from_dict(c) for c in doc["cusums"]]
+            m.cusums = [None if c is None else CUSUM.from_dict(c) for c in doc["cusums"]]
         return m
 
 
@@ -447,4 +472,4 @@ def _floats(values: Any) -> FloatArray:
     return out
 
 
-__all__ = ["Detector", "ModelMonitor", "SnapshotError"]
+__all__ = ["ModelMonitor", "SnapshotError"]

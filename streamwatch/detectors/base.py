@@ -5,7 +5,8 @@ batch caused, each with the stream position where it fired and an estimate of wh
 began. Positions count every value ever passed to ``update`` (0-based), non-finite ones
 included, so the caller can map them back to events; non-finite values themselves are ignored.
 After a detection a detector restarts from the values after it (river's convention), so one
-persistent change gives one detection.
+persistent change gives one detection - unless told to keep its reference, as the monitor's
+CUSUMs are (``rebaseline=False``), to keep confirming a drift while it lasts.
 
 State moves through ``to_dict``/``from_dict`` (plain JSON types) and ``snapshot``/``restore``
 (versioned JSON bytes). Never pickle: snapshots cross hosts and versions.

@@ -2,16 +2,16 @@
 
 A sequential detector's false-alarm rate is set by its threshold ``h``; what a user can reason
 about is the average run length without change, ARL0 (events between false alarms, Alibi
-Detect's ERT). :func:`cusum_threshold` finds the ``h`` of a CUSUM bank whose ARL0 is the
-target: it runs the bank without resets on many simulated null streams, reads off the first
-passage time of every candidate threshold from the running maximum of the statistic (one
-simulation serves all thresholds), estimates ARL(h) by the censored-exponential maximum
-likelihood (exposure / alarms), and interpolates ``log ARL`` linearly in ``h`` - the
+Detect's ERT). :func:`calibrate_cusum` finds the ``h`` of a CUSUM bank whose ARL0 is the
+target: it runs the bank without resets on many simulated null streams, each standardised
+against its own simulated reference, reads off the first passage time of every candidate
+threshold from the running maximum of the statistic (one simulation serves all thresholds),
+estimates ARL(h) (see :func:`simulate_arl`), and interpolates ``log ARL`` linearly in ``h`` - the
 exponential tail that renewal theory predicts for CUSUM - extrapolating from thresholds with
-many alarms when the target lies beyond the simulated horizon.
+many alarms when the target lies beyond them.
 
-Results are cached per (null distribution key, bank, direction, target), so a process pays
-for each calibration once.
+Results are cached per (null distribution, bank, direction, target, reference size), in memory
+and on disk, so a machine pays for each calibration once.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from streamwatch.detectors.base import Detection, Detector, FloatArray, as_values
 from streamwatch.detectors.calibration import discrete_threshold, gaussian_threshold, normal_score_table
+from streamwatch.detectors.window import round_down
 
 DISCRETE_MAX_VALUES = 32
 _CHUNK = 4096  # values per vectorised pass
@@ -139,12 +140,16 @@ class CUSUM(Detector):
                 float(f"{1.1 ** round(math.log(p, 1.1)):.4g}") for p in (counts / counts.sum()).tolist()
             )
             z = tuple(float(f"{v:.6g}") for v in values.tolist())
-            h = discrete_threshold(z, probs, tuple(self.shifts.tolist()), self.direction, self.arl0, len(ref))
+            n_key = round_down(len(ref))
+            h = discrete_threshold(z, probs, tuple(self.shifts.tolist()), self.direction, self.arl0, n_key)
         else:
             self.kind = "normal_scores"
             self._sorted = np.sort(ref)
             self._table = normal_score_table(len(ref))
-            h = gaussian_threshold(tuple(self.shifts.tolist()), self.direction, self.arl0, len(ref))
+            # calibrated for the reference size rounded down (slightly conservative), so that
+            # features with a few missing reference values share one calibration
+            n_key = round_down(len(ref))
+            h = gaussian_threshold(tuple(self.shifts.tolist()), self.direction, self.arl0, n_key)
         self.threshold = float(self.fixed_threshold) if self.fixed_threshold is not None else h
         self._ref = ref.tolist()
 

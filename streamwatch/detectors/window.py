@@ -249,21 +249,56 @@ class FeatureWindowTests:
         self._ref = ref
         self._cache: list[dict[int, float]] = [{} for _ in self.tests]
 
-    def evaluate(self, window: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
-        """Statistic and threshold per feature for flat window counts (NaN: no values)."""
-        counts = np.asarray(window, dtype=np.int64)
+    def values(self, counts: npt.ArrayLike) -> FloatArray:
+        """Statistic per feature for flat counts (NaN where a feature has no values)."""
+        flat = np.asarray(counts, dtype=np.int64)
         stats = np.full(len(self.tests), np.nan)
         for f0, f1, stat in self._groups:
             k = int(self.sizes[f0])
             lo, hi = int(self.offsets[f0]), int(self.offsets[f0]) + (f1 - f0) * k
-            stats[f0:f1] = statistic(stat, self._ref[lo:hi].reshape(-1, k), counts[lo:hi].reshape(-1, k))
+            stats[f0:f1] = statistic(stat, self._ref[lo:hi].reshape(-1, k), flat[lo:hi].reshape(-1, k))
+        return stats
+
+    def evaluate(self, window: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """Statistic and threshold per feature for flat window counts (NaN: no values).
+
+        Thresholds are computed for the window's count rounded down (:func:`count_key`), so
+        that missing values do not make every window a new size.
+        """
+        counts = np.asarray(window, dtype=np.int64)
+        stats = self.values(counts)
         per_feature = np.add.reduceat(counts, self.offsets) if len(counts) else np.zeros(0, np.int64)
         thresholds = np.full(len(self.tests), np.nan)
         for j, n in enumerate(per_feature.tolist()):
             if n > 0:
-                cached = self._cache[j].get(n)
+                n_key = count_key(n)
+                cached = self._cache[j].get(n_key)
                 if cached is None:
                     test = self.tests[j]
-                    cached = self._cache[j][n] = max(test.null_quantile(n), test.min_effect)
+                    cached = self._cache[j][n_key] = max(test.null_quantile(n_key), test.min_effect)
                 thresholds[j] = cached
         return stats, thresholds
+
+
+def round_down(n: int, digits: int = 2) -> int:
+    """``n`` rounded down to ``digits`` significant digits: 987 -> 980, 20345 -> 20000.
+
+    >>> round_down(987), round_down(20345), round_down(7)
+    (980, 20000, 7)
+    """
+    scale = int(10 ** max(len(str(int(n))) - digits, 0))
+    return max(1, int(n) // scale * scale)
+
+
+def count_key(n: int) -> int:
+    """A window count rounded down to a geometric grid of ratio 1.05, so that windows whose
+    counts differ by missing values share one threshold (a slightly conservative one).
+
+    >>> count_key(1000), count_key(987), count_key(905), count_key(7)
+    (1000, 972, 881, 7)
+    """
+    if n < 20 or n == round_down(n, 1):  # small counts and round sizes (the configured window) as they are
+        return max(1, int(n))
+    k = math.floor(math.log(n) / math.log(1.05) + 1e-9)
+    key = math.floor(1.05**k + 1e-6)
+    return key if key <= n else math.floor(1.05 ** (k - 1) + 1e-6)

@@ -2,8 +2,8 @@
 
 Offsets are committed only after the alerts and dead letters of the events before them have
 been delivered (at-least-once: after a crash some alerts may repeat; their ``alert_id`` is
-stable, so consumers can drop repeats). State checkpoints and exactly-once commits are
-described in docs/operations.md and arrive with the state work.
+stable, so consumers can drop repeats). State checkpoints and exactly-once commits
+arrive with the state work (issue 6).
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class KafkaWorker:
         self.stop = threading.Event()
         self._next_offsets: dict[tuple[str, int], int] = {}
         self._delivery_errors = 0
+        self._failed = False  # a fatal error: stop, exit 1, and commit nothing more
         self._last_commit = time.monotonic()
         t = settings.topics
         self.consumer = Consumer(
@@ -121,17 +122,24 @@ class KafkaWorker:
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
             log.error("fatal Kafka error: %s", err.str())
-            self.stop.set()
+            self._fail()
         elif err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
             log.error("Kafka authentication failed: %s", err.str())
-            self.stop.set()
+            self._fail()
         else:
             log.warning("Kafka: %s", err.str())
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
+            # offsets past an undelivered output must not be committed: stop, and let the
+            # restart replay from the last commit
             self._delivery_errors += 1
-            log.error("could not deliver to %s: %s", _msg.topic(), err.str())
+            log.error("could not deliver to %s: %s; stopping", _msg.topic(), err.str())
+            self._fail()
+
+    def _fail(self) -> None:
+        self._failed = True
+        self.stop.set()
 
     def _on_assign(self, _c: Consumer, parts: list[TopicPartition]) -> None:
         log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in parts) or "nothing")
@@ -160,10 +168,15 @@ class KafkaWorker:
                     self.commit()
                 self.producer.poll(0)
             self.commit()
+        except BaseException:
+            # never commit past a batch that was not processed (close() runs the revoke callback)
+            self._failed = True
+            raise
         finally:
+            self.exporter.health.ready = False
             self.consumer.close()
             self.producer.flush(10)
-        return 1 if self._delivery_errors else 0
+        return 1 if self._failed else 0
 
     def _process(self, msgs: list[Message]) -> None:
         by_source: dict[str, list[RawMessage]] = {"predictions": [], "labels": []}
@@ -175,7 +188,6 @@ class KafkaWorker:
                 continue
             raw = _raw(m)
             by_source[self.inputs[raw.topic]].append(raw)
-            self._next_offsets[(raw.topic, raw.partition)] = raw.offset + 1
         with self.exporter.batch_seconds.time():
             results = [
                 self.engine.process_predictions(by_source["predictions"]),
@@ -184,6 +196,10 @@ class KafkaWorker:
         now_ms = int(time.time() * 1000)
         for r in results:
             self._publish(r, now_ms)
+        # only now are these messages done: their outputs are queued for delivery
+        for m in msgs:
+            if m.error() is None:
+                self._next_offsets[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
 
     def _publish(self, r: BatchResult, now_ms: int) -> None:
         t = self.settings.topics
@@ -207,12 +223,14 @@ class KafkaWorker:
                 self.producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
                 return
             except BufferError:  # local queue full: let deliveries drain, then retry
+                if self.stop.is_set() and self._failed:
+                    raise
                 self.producer.poll(0.5)
 
     def commit(self) -> None:
         """Commit consumed offsets once everything produced for them is delivered."""
         self._last_commit = time.monotonic()
-        if not self._next_offsets:
+        if not self._next_offsets or self._failed:
             return
         left = self.producer.flush(30)
         if left or self._delivery_errors:

@@ -28,6 +28,7 @@ GOOD = {
         (orjson.dumps({**GOOD, "model_id": 7}), Reason.INVALID_FIELD),
         (orjson.dumps({**GOOD, "model_id": "other"}), Reason.UNKNOWN_MODEL),
         (orjson.dumps({**GOOD, "timestamp": "soon"}), Reason.INVALID_TIMESTAMP),
+        (orjson.dumps({**GOOD, "timestamp": "9999-12-31T23:59:59-05:00"}), Reason.INVALID_TIMESTAMP),
         (orjson.dumps({**GOOD, "features": {"a": [1]}}), Reason.INVALID_FIELD),
         (orjson.dumps({k: v for k, v in GOOD.items() if k != "prediction"}), Reason.MISSING_FIELD),
     ],

@@ -133,3 +133,94 @@ def test_missing_and_invalid_values_are_counted_not_fatal() -> None:
     assert m.process(g) == []
     assert m.missing.tolist() == [1, 3]  # a: None; c: absent twice and null once
     assert m.invalid.tolist() == [2, 1]  # a: "12" and True; c: 5
+
+
+def _numeric_groups(x: np.ndarray, sizes: list[int], names: list[str]) -> list[PredictionGroup]:
+    groups, i, k = [], 0, 0
+    while i < len(x):
+        size = sizes[k % len(sizes)]
+        g = PredictionGroup("m")
+        for r in range(i, min(i + size, len(x))):
+            g.event_ids.append(str(r))
+            g.times_ms.append(1000 * r)
+            g.versions.append("1")
+            g.features.append(
+                {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, x[r], strict=True)}
+            )
+            g.predictions.append({"label": "x"})
+        groups.append(g)
+        i += size
+        k += 1
+    return groups
+
+
+def test_alerts_do_not_depend_on_batching_when_cusum_and_window_interleave() -> None:
+    # a variance change (the window test's to find) and later a mean shift (the CUSUM's), so
+    # that in large batches a late CUSUM alarm could overtake an earlier window evaluation
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9000, 2))
+    x[3000:, 0] *= 2.5
+    x[4500:, 1] += 1.0
+    names = ["a", "b"]
+    feats = {n: FeatureType.NUMERIC for n in names}
+    runs = []
+    for sizes in ([1], [100], [3000], [9000], [17, 450, 2999]):
+        m = ModelMonitor("m", feats, DriftSettings())
+        runs.append(
+            [
+                (a.feature, a.detector, a.status, a.events_seen, a.change_started_at_ms)
+                for a in _run(m, _numeric_groups(x, sizes, names))
+            ]
+        )
+    assert runs[0] and all(r == runs[0] for r in runs), runs
+
+
+def test_a_constant_feature_in_the_reference_is_watched_without_a_cusum() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4000, 2))
+    x[:, 0] = 1.0  # constant during warm-up ...
+    x[3000:, 0] = rng.standard_normal(1000) + 3  # ... then it moves
+    m = ModelMonitor("m", {"a": FeatureType.NUMERIC, "b": FeatureType.NUMERIC}, DriftSettings())
+    alerts = _run(m, _numeric_groups(x, [500], ["a", "b"]))
+    assert m.cusums[0] is None and m.cusums[1] is not None
+    assert [(a.feature, a.detector) for a in alerts if a.status == "firing"] == [("a", "psi")]
+    assert ModelMonitor.restore(m.snapshot()).snapshot() == m.snapshot()
+
+
+@pytest.mark.parametrize("kinds", [["numeric"], ["categorical"]])
+def test_warm_up_snapshot_of_a_single_kind_model(kinds: list[str]) -> None:
+    feats = {"f": FeatureType(kinds[0])}
+    m = ModelMonitor("m", feats, DriftSettings())
+    g = PredictionGroup("m")
+    for i in range(10):
+        g.event_ids.append(str(i))
+        g.times_ms.append(i)
+        g.versions.append(None)
+        g.features.append({"f": float(i) if kinds[0] == "numeric" else str(i)})
+        g.predictions.append({"label": "x"})
+    m.process(g)
+    assert ModelMonitor.restore(m.snapshot()).snapshot() == m.snapshot()
+
+
+def test_missing_values_do_not_multiply_calibrations() -> None:
+    # 10 % missing values make every window count different; thresholds are cached per count
+    # rounded down to two digits, so only a handful are ever computed
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((6000, 3))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    m = ModelMonitor("m", {n: FeatureType.NUMERIC for n in "abc"}, DriftSettings())
+    _run(m, _numeric_groups(x, [1000], list("abc")))
+    assert m.tests is not None
+    assert all(len(cache) <= 3 for cache in m.tests._cache), [sorted(c) for c in m.tests._cache]
+
+
+def test_a_model_drift_block_overrides_only_its_own_fields() -> None:
+    from streamwatch.config import load_config
+
+    s = load_config(
+        None,
+        drift={"window_size": 500, "step": 50},
+        models={"m": {"features": {"x": "numeric"}, "drift": {"reference_size": 300}}},
+    )
+    d = s.drift_for("m")
+    assert (d.window_size, d.step, d.reference_size) == (500, 50, 300)
