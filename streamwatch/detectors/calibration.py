@@ -31,20 +31,6 @@ CALIBRATION_VERSION = 5  # bump when the simulation changes, so cached threshold
 Sampler = Callable[[np.random.Generator, tuple[int, int]], FloatArray]
 
 
-def bank_increments(z: FloatArray, shifts: FloatArray, direction: str) -> FloatArray:
-    """Log-likelihood-ratio increments of every bank member for standardised values ``z``.
-
-    For a Gaussian mean shift of ``d`` standard deviations the increment is ``d (z - d/2)``
-    (upward) and ``d (-z - d/2)`` (downward); the members share one threshold in LLR units,
-    so their maximum approximates a GLR test over the grid of shifts.
-    """
-    up = shifts * (z[..., None] - shifts / 2)
-    if direction == "up":
-        return up
-    down = shifts * (-z[..., None] - shifts / 2)
-    return down if direction == "down" else np.concatenate([up, down], axis=-1)
-
-
 def _running_max_no_reset(z: FloatArray, shifts: FloatArray, direction: str) -> FloatArray:
     """Running max over time of the bank's statistic without resets; ``z`` is (streams, time)."""
     best = np.full(z.shape, -np.inf)
@@ -165,7 +151,7 @@ def gaussian_threshold(shifts: tuple[float, ...], direction: str, arl0: float, r
     reference, which scatters around this one by the reference's sampling error.
     """
     n = reference_size
-    table = _normal_score_table(n)
+    table = normal_score_table(n)
     key = f"gaussian|{shifts}|{direction}|{arl0}|{n}"
 
     def draw(rng: np.random.Generator, shape: tuple[int, int]) -> FloatArray:
@@ -227,13 +213,9 @@ def _ranks(ref: FloatArray, u: FloatArray) -> npt.NDArray[np.int64]:
 
 
 @lru_cache(maxsize=64)
-def _normal_score_table(n: int) -> FloatArray:
+def normal_score_table(n: int) -> FloatArray:
     """Normal score of mid-rank ``k/2`` among ``n`` reference values: quantile (k+1) / (2(n+1))."""
     from statistics import NormalDist
 
     nd = NormalDist()
     return np.array([nd.inv_cdf((k + 1) / (2 * (n + 1))) for k in range(2 * n + 1)])
-
-
-def normal_score_table(n: int) -> FloatArray:
-    return _normal_score_table(n)
