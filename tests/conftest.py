@@ -3,6 +3,7 @@ deploy/local/kafka.sh when it is not running) and a real Prometheus server."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -11,9 +12,10 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import yaml
@@ -154,9 +156,9 @@ def start_worker(tmp_path: Path) -> Iterator[Any]:
 
 
 class PrometheusServer:
-    """A real Prometheus scraping the given targets every second."""
+    """A real Prometheus that scrapes the targets and evaluates ``rule_files`` every second."""
 
-    def __init__(self, targets: list[str], workdir: Path) -> None:
+    def __init__(self, targets: list[str], workdir: Path, rule_files: Sequence[Path] = ()) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             subprocess.run([str(REPO / "deploy/local/prometheus.sh"), "install"], check=True, timeout=900)
@@ -167,11 +169,13 @@ class PrometheusServer:
             yaml.safe_dump(
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(p) for p in rule_files],
                     "scrape_configs": [{"job_name": "streamwatch", "static_configs": [{"targets": targets}]}],
                 }
             )
         )
-        self._log = (workdir / "prometheus.log").open("wb")
+        self.log = workdir / "prometheus.log"
+        self._log = self.log.open("wb")
         self.proc = subprocess.Popen(
             [
                 binary,
@@ -182,24 +186,37 @@ class PrometheusServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        wait_until(
-            lambda: http_get(f"http://127.0.0.1:{self.port}/-/ready", 1)[0] == 200,
-            60,
-            "prometheus ready",
-        )
+        try:
+            wait_until(
+                lambda: self.proc.poll() is not None or self.get("/-/ready")[0] == 200, 60, "prometheus ready"
+            )
+        except Exception:
+            self.stop()
+            raise
+        if self.proc.poll() is not None:
+            raise AssertionError(f"prometheus exited:\n{self.log.read_text()[-3000:]}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return http_get(f"http://127.0.0.1:{self.port}{path}")
+
+    def api(self, path: str, **params: str) -> Any:
+        status, body = self.get(f"/api/v1/{path}?{urlencode(params)}" if params else f"/api/v1/{path}")
+        doc = json.loads(body) if body else {"status": "no answer", "http": status}
+        if status != 200 or doc.get("status") != "success":
+            raise AssertionError(f"{path} {params}: {doc}")
+        return doc["data"]
 
     def query(self, promql: str) -> list[dict[str, Any]]:
-        import json
-        from urllib.parse import quote
-
-        status, body = http_get(f"http://127.0.0.1:{self.port}/api/v1/query?query={quote(promql)}")
-        doc = json.loads(body)
-        assert status == 200 and doc["status"] == "success", doc
-        return list(doc["data"]["result"])
+        return list(self.api("query", query=promql)["result"])
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
         self._log.close()
 
 

@@ -6,16 +6,13 @@ One worker and one Prometheus feed all tests of this module.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -23,7 +20,7 @@ import yaml
 from confluent_kafka import Producer
 
 from streamwatch.simulate import Scenario, generate
-from tests.conftest import REPO, Worker, free_port, http_get, wait_until, write_config
+from tests.conftest import PrometheusServer, Worker, wait_until, write_config
 from tests.unit.test_prometheus_rules import (
     DASHBOARDS,
     RULES,
@@ -47,69 +44,6 @@ BAD_EVERY = 200
 TEST_FOR = "4s"
 
 
-class RulesPrometheus:
-    """A real Prometheus that loads rule files, scrapes the targets every second and evaluates its
-    rules every second (conftest's PrometheusServer has no rule files, and conftest is not ours)."""
-
-    def __init__(self, targets: list[str], rule_files: list[Path], workdir: Path) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            subprocess.run([str(REPO / "deploy/local/prometheus.sh"), "install"], check=True, timeout=900)
-            binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-        self.port = free_port()
-        cfg = workdir / "prometheus.yml"
-        cfg.write_text(
-            yaml.safe_dump(
-                {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "rule_files": [str(p) for p in rule_files],
-                    "scrape_configs": [{"job_name": "streamwatch", "static_configs": [{"targets": targets}]}],
-                }
-            )
-        )
-        self.log = workdir / "prometheus.log"
-        self._log = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={cfg}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until(
-                lambda: self.proc.poll() is not None or self.get("/-/ready")[0] == 200, 60, "prometheus ready"
-            )
-        except Exception:
-            self.stop()
-            raise
-        if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited:\n{self.log.read_text()[-3000:]}")
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        return http_get(f"http://127.0.0.1:{self.port}{path}")
-
-    def api(self, path: str, **params: str) -> Any:
-        status, body = self.get(f"/api/v1/{path}?{urlencode(params)}" if params else f"/api/v1/{path}")
-        doc = json.loads(body) if body else {"status": "no answer", "http": status}
-        if status != 200 or doc.get("status") != "success":
-            raise AssertionError(f"{path} {params}: {doc}")
-        return doc["data"]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
-
 def rules_for_test(dest: Path) -> Path:
     """A copy of deploy/prometheus/rules/streamwatch.rules.yml with every `for:` shortened to
     TEST_FOR, so that pending -> firing happens within the test. Expressions, labels and
@@ -125,13 +59,13 @@ def rules_for_test(dest: Path) -> Path:
 @dataclass
 class Stack:
     worker: Worker
-    prom: RulesPrometheus
+    prom: PrometheusServer
     # alert states in the order Prometheus reported them for the drifting feature
     drift_states: list[str] = field(default_factory=list)
     drift_alert: dict[str, Any] = field(default_factory=dict)
 
 
-def _drift_alerts(prom: RulesPrometheus) -> list[dict[str, Any]]:
+def _drift_alerts(prom: PrometheusServer) -> list[dict[str, Any]]:
     return [
         a
         for a in prom.api("alerts")["alerts"]
@@ -154,10 +88,12 @@ def stack(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stac
         "dead_letters": f"o{tag}.dlq",
     }
     worker = Worker(write_config(tmp / "config.yaml", kafka, topics, SCENARIO.config()), tmp / "worker.log")
-    prom: RulesPrometheus | None = None
+    prom: PrometheusServer | None = None
     try:
-        prom = RulesPrometheus(
-            [f"127.0.0.1:{worker.metrics_port}"], [rules_for_test(tmp / "streamwatch.rules.yml")], tmp
+        prom = PrometheusServer(
+            [f"127.0.0.1:{worker.metrics_port}"],
+            tmp,
+            rule_files=[rules_for_test(tmp / "streamwatch.rules.yml")],
         )
         wait_until(
             lambda: (
