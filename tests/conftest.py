@@ -92,6 +92,18 @@ def wait_until(cond: Any, timeout: float, what: str, interval: float = 0.2) -> A
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within 30 s; returns the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return int(proc.returncode)
+
+
 class Worker:
     """`streamwatch run` in a child process, as a user would start it."""
 
@@ -130,15 +142,9 @@ class Worker:
         return f"http://127.0.0.1:{self.metrics_port}{path}"
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        code = terminate(self.proc)
         self._out.close()
-        return self.proc.returncode
+        return code
 
 
 @pytest.fixture
@@ -210,13 +216,7 @@ class PrometheusServer:
         return list(self.api("query", query=promql)["result"])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
         self._log.close()
 
 
