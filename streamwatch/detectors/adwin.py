@@ -689,8 +689,9 @@ class _Chunk:
         """Check times among ``t`` at which ``b`` is a bucket edge that may cut."""
         n = self.ns[t]
         keep = (n - b >= self.lmin) & (b >= self.lmin)  # both sides long enough to be tested
-        t, b, n = t[keep], b[keep], n[keep]
-        keep = _is_edge(n, b, self.mb)
+        old = b < self.n_old  # the sums up to old positions are known at old edges only
+        if old.any():
+            keep[old] &= _is_edge(n[old], b[old], self.mb)
         t, b = t[keep], b[keep]
         if not t.size:
             return t
@@ -705,7 +706,13 @@ class _Chunk:
             eps = np.sqrt(self.a0[t] * self.s2[t] * m) + self.b0[t] * m
             dm += 4.0 * (nf + 300.0) * _EPS * self.an[t] * (1.0 / n0 + 1.0 / n1)
             clear = dm < eps
-        out: IntArray = t[~clear]
+        t, b = t[~clear], b[~clear]  # the test first, as it is cheaper: then only edges count
+        new = b >= self.n_old
+        if new.any():
+            edge = ~new
+            edge[new] = _is_edge(self.ns[t[new]], b[new], self.mb)
+            t = t[edge]
+        out: IntArray = t
         return out
 
     def prefix_where(self, b: IntArray, valid: BoolArray) -> FloatArray:
