@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from streamwatch.alerts import Alert
 from streamwatch.config import Settings
-from streamwatch.decode import DeadLetter, RawMessage, decode_labels, decode_predictions
+from streamwatch.decode import (
+    DeadLetter,
+    LabelGroup,
+    PredictionGroup,
+    RawMessage,
+    decode_labels,
+    decode_predictions,
+)
 from streamwatch.monitor import ModelMonitor
+
+G = TypeVar("G", PredictionGroup, LabelGroup)
 
 
 @dataclass(slots=True)
@@ -49,22 +59,26 @@ class Engine:
 
     def process_predictions(self, messages: Sequence[RawMessage], source: str = "predictions") -> BatchResult:
         groups, dead = decode_predictions(messages, self.settings.models)
-        with self.lock:
-            self._count(messages, source, dead)
-            result = BatchResult(dead_letters=dead)
-            for model_id, group in groups.items():
-                result.alerts += self.monitor(model_id).process(group)
-                result.events += len(group)
-            self._count_alerts(result.alerts)
-        return result
+        return self._apply(messages, source, dead, groups, ModelMonitor.process)
 
     def process_labels(self, messages: Sequence[RawMessage], source: str = "labels") -> BatchResult:
         groups, dead = decode_labels(messages, self.settings.models)
+        return self._apply(messages, source, dead, groups, ModelMonitor.process_labels)
+
+    def _apply(
+        self,
+        messages: Sequence[RawMessage],
+        source: str,
+        dead: list[DeadLetter],
+        groups: Mapping[str, G],
+        step: Callable[[ModelMonitor, G], list[Alert]],
+    ) -> BatchResult:
+        """Run ``step`` on each model's group under the lock, counting what came in and out."""
         with self.lock:
             self._count(messages, source, dead)
             result = BatchResult(dead_letters=dead)
             for model_id, group in groups.items():
-                result.alerts += self.monitor(model_id).process_labels(group)
+                result.alerts += step(self.monitor(model_id), group)
                 result.events += len(group)
             self._count_alerts(result.alerts)
         return result
