@@ -127,15 +127,25 @@ _SCALAR = (int, float, str, bool, type(None))
 
 
 def _identifier(ev: dict[str, Any], name: str) -> str:
-    v = ev.get(name)
+    v = _optional_identifier(ev, name)
     if v is None:
         raise InvalidEventError(Reason.MISSING_FIELD, f"{name} is missing")
-    if type(v) is not str or not v or len(v) > MAX_ID_LENGTH:
+    return v
+
+
+def _optional_identifier(ev: dict[str, Any], name: str) -> str | None:
+    v = ev.get(name)
+    if v is not None and (type(v) is not str or not v or len(v) > MAX_ID_LENGTH):
         raise InvalidEventError(
             Reason.INVALID_FIELD,
             f"{name} must be a non-empty string of at most {MAX_ID_LENGTH} characters",
         )
     return v
+
+
+def _configured(model_id: str, models: Container[str]) -> None:
+    if model_id not in models:
+        raise InvalidEventError(Reason.UNKNOWN_MODEL, f"model {model_id[:64]!r} is not configured")
 
 
 def _time(ev: dict[str, Any], fallback_ms: int | None) -> int:
@@ -218,16 +228,11 @@ def decode_predictions(
             ev = _load(raw)
             event_id = _identifier(ev, "event_id")
             model_id = _identifier(ev, "model_id")
-            version = ev.get("model_version")
-            if version is not None and (
-                type(version) is not str or not version or len(version) > MAX_ID_LENGTH
-            ):
-                raise InvalidEventError(Reason.INVALID_FIELD, "model_version must be a non-empty string")
+            version = _optional_identifier(ev, "model_version")
             t = _time(ev, raw.timestamp_ms)
             features = _check_features(ev.get("features"))
             prediction = _check_prediction(ev.get("prediction"))
-            if model_id not in models:
-                raise InvalidEventError(Reason.UNKNOWN_MODEL, f"model {model_id[:64]!r} is not configured")
+            _configured(model_id, models)
         except InvalidEventError as e:
             dead.append(DeadLetter(raw, e.reason, e.detail, model_id))
             continue
@@ -264,8 +269,7 @@ def decode_labels(
                 raise InvalidEventError(Reason.INVALID_FIELD, "label must be a string, number or boolean")
             if value is not None and type(value) not in _NUMBER:
                 raise InvalidEventError(Reason.INVALID_FIELD, "value must be a number")
-            if model_id not in models:
-                raise InvalidEventError(Reason.UNKNOWN_MODEL, f"model {model_id[:64]!r} is not configured")
+            _configured(model_id, models)
         except InvalidEventError as e:
             dead.append(DeadLetter(raw, e.reason, e.detail, model_id))
             continue
