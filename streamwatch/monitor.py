@@ -68,8 +68,6 @@ class ModelMonitor:
         self.thresholds: FloatArray = np.full(n, np.nan)
         self.firing = np.zeros(n, dtype=bool)
         self.last_cusum_alarm = np.full(n, -1, dtype=np.int64)  # events_seen at the last CUSUM alarm
-        self.alerts_fired = 0
-        self.alerts_resolved = 0
         self._ref_numeric: list[FloatArray] = []
         self._ref_codes: list[IntArray] = []
         self._ref_rows = 0
@@ -307,7 +305,6 @@ class ModelMonitor:
         s = self.settings
         name = self.schema.names[j]
         self.firing[j] = True
-        self.alerts_fired += 1
         what = (
             f"{detector.upper()} {score:.3f} > {threshold:.3f} over the last {s.window_size} events"
             if detector != "cusum"
@@ -340,7 +337,6 @@ class ModelMonitor:
         s = self.settings
         name = self.schema.names[j]
         self.firing[j] = False
-        self.alerts_resolved += 1
         stat = self.tests.statistics[j] if self.tests is not None else "window"
         return Alert(
             model_id=self.model_id,
@@ -394,8 +390,6 @@ class ModelMonitor:
             "thresholds": self.thresholds,
             "firing": self.firing,
             "last_cusum_alarm": self.last_cusum_alarm,
-            "alerts_fired": self.alerts_fired,
-            "alerts_resolved": self.alerts_resolved,
             "times": self._times,
             "reference_buffer": None,
             "bins": None,
@@ -447,7 +441,6 @@ class ModelMonitor:
         m.thresholds = _floats(doc["thresholds"])
         m.firing = np.asarray(doc["firing"], dtype=bool)
         m.last_cusum_alarm = np.asarray(doc["last_cusum_alarm"], dtype=np.int64)
-        m.alerts_fired, m.alerts_resolved = int(doc["alerts_fired"]), int(doc["alerts_resolved"])
         m._times = np.asarray(doc["times"], dtype=np.int64)
         n_num, n_cat = len(m.schema.numeric), len(m.schema.categorical)
         if doc["bins"] is None:

@@ -39,7 +39,6 @@ class BlockWindow:
         self.total_bins = total_bins
         self.ring = np.zeros((blocks, total_bins), dtype=np.int64)
         self.start_ms = np.zeros(blocks, dtype=np.int64)  # event time of each block's first event
-        self.end_ms = np.zeros(blocks, dtype=np.int64)
         self.open = np.zeros(total_bins, dtype=np.int64)  # the block being filled
         self.open_events = 0
         self.open_start_ms = 0
@@ -90,16 +89,15 @@ class BlockWindow:
             self.open += hist[s]
             self.open_events += hi - lo
             if self.open_events == self.step:
-                self._close(int(times_ms[hi - 1]))
+                self._close()
                 yield hi - 1, self.blocks_closed
 
-    def _close(self, end_ms: int) -> None:
+    def _close(self) -> None:
         slot = self.blocks_closed % self.blocks
         self._sum -= self.ring[slot]
         self.ring[slot] = self.open
         self._sum += self.open
         self.start_ms[slot] = self.open_start_ms
-        self.end_ms[slot] = end_ms
         self.blocks_closed += 1
         self.open = np.zeros(self.total_bins, dtype=np.int64)
         self.open_events = 0
@@ -111,7 +109,6 @@ class BlockWindow:
             "total_bins": self.total_bins,
             "ring": self.ring.tolist(),
             "start_ms": self.start_ms.tolist(),
-            "end_ms": self.end_ms.tolist(),
             "open": self.open.tolist(),
             "open_events": self.open_events,
             "open_start_ms": self.open_start_ms,
@@ -123,7 +120,6 @@ class BlockWindow:
         w = cls(int(d["blocks"]), int(d["step"]), int(d["total_bins"]))
         w.ring = np.asarray(d["ring"], dtype=np.int64).reshape(w.blocks, w.total_bins)
         w.start_ms = np.asarray(d["start_ms"], dtype=np.int64)
-        w.end_ms = np.asarray(d["end_ms"], dtype=np.int64)
         w.open = np.asarray(d["open"], dtype=np.int64)
         w.open_events = int(d["open_events"])
         w.open_start_ms = int(d["open_start_ms"])
