@@ -29,7 +29,6 @@ J. R. Stat. Soc. B 57(4), 613-658.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ import numpy.typing as npt
 
 from streamwatch.detectors.base import Detection, Detector, FloatArray, as_values
 from streamwatch.detectors.calibration import discrete_threshold, gaussian_threshold, normal_score_table
-from streamwatch.detectors.window import round_down
+from streamwatch.detectors.window import calibration_key, round_down
 
 DISCRETE_MAX_VALUES = 32
 _CHUNK = 4096  # values per vectorised pass
@@ -136,9 +135,7 @@ class CUSUM(Detector):
             # the null is the reference's own distribution, its probabilities rounded to a 10 %
             # geometric grid so that similar references share one cached calibration (the
             # reference's own sampling error is larger than that at any practical size)
-            probs = tuple(
-                float(f"{1.1 ** round(math.log(p, 1.1)):.4g}") for p in (counts / counts.sum()).tolist()
-            )
+            probs = calibration_key(counts / counts.sum())
             z = tuple(float(f"{v:.6g}") for v in values.tolist())
             n_key = round_down(len(ref))
             h = discrete_threshold(z, probs, tuple(self.shifts.tolist()), self.direction, self.arl0, n_key)

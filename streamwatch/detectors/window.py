@@ -184,10 +184,7 @@ class WindowTest:
         n = int(self.reference.sum())
         # proportions on a 10 % geometric grid: references with similar proportions (such as
         # every numeric feature's equal-mass bins) share one calibration
-        self._props = tuple(
-            0.0 if v == 0 else float(f"{1.1 ** round(math.log(v, 1.1)):.4g}")
-            for v in (self.reference / max(n, 1)).tolist()
-        )
+        self._props = calibration_key(self.reference / max(n, 1))
 
     def null_quantile(self, n_window: int) -> float:
         return null_quantile(
@@ -278,6 +275,19 @@ class FeatureWindowTests:
                     cached = self._cache[j][n_key] = max(test.null_quantile(n_key), test.min_effect)
                 thresholds[j] = cached
         return stats, thresholds
+
+
+def calibration_key(proportions: npt.ArrayLike) -> tuple[float, ...]:
+    """Proportions rounded to a 10 % geometric grid (0 stays 0), so that references with similar
+    proportions share one cached calibration.
+
+    >>> calibration_key([0.1, 0.9, 0.0])
+    (0.1015, 0.9091, 0.0)
+    """
+    return tuple(
+        0.0 if v == 0 else float(f"{1.1 ** round(math.log(v, 1.1)):.4g}")
+        for v in np.asarray(proportions, dtype=np.float64).tolist()
+    )
 
 
 def round_down(n: int, digits: int = 2) -> int:
