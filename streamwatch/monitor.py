@@ -15,10 +15,16 @@ Per feature, two detectors share one alert:
 
 The alert fires on the first of them and resolves when the window statistic is back below
 ``resolve_ratio`` of its threshold and the CUSUM has been quiet for a whole window.
+
+Beside the features, the monitor owns the model's :class:`~streamwatch.performance.PerformanceTracker`
+(label join, performance windows, concept drift, estimates) and two small monitors of the same
+kind for the model's outputs: one over the predicted class and score (or value), raising
+``prediction_drift``, and one over the labels in arrival order, raising ``label_drift``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,16 +33,21 @@ import orjson
 
 from streamwatch.alerts import Alert
 from streamwatch.columns import FeatureSchema
-from streamwatch.config import DriftSettings, FeatureType
+from streamwatch.config import DriftSettings, FeatureType, PerformanceSettings
 from streamwatch.decode import LabelGroup, PredictionGroup
 from streamwatch.detectors.base import Detection
 from streamwatch.detectors.cusum import CUSUM
 from streamwatch.detectors.window import FeatureWindowTests
 from streamwatch.events import format_timestamp
+from streamwatch.performance import PerformanceTracker
+from streamwatch.performance.tracker import class_name
 from streamwatch.sketches import BlockWindow, ReferenceBins
 
 SNAPSHOT_FORMAT = "streamwatch.model-monitor"
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
+# the kind of alert each monitor raises, and how its messages name what drifted
+OUTPUT_UNITS = 4  # budget units of the prediction (2), label (1) and concept-drift (1) detectors
+SUBJECTS = {"data_drift": "Feature", "prediction_drift": "Prediction", "label_drift": "Label"}
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -53,8 +64,26 @@ class ModelMonitor:
     on every feature is watched by its window test and, if numeric, its CUSUM.
     """
 
-    def __init__(self, model_id: str, features: dict[str, FeatureType], drift: DriftSettings) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        features: dict[str, FeatureType],
+        drift: DriftSettings,
+        performance: PerformanceSettings | None = None,
+        kind: str = "data_drift",
+        budget_units: int | None = None,
+    ) -> None:
         self.model_id = model_id
+        self.kind = kind
+        own = len(features) + (OUTPUT_UNITS if kind == "data_drift" else 0)
+        self.budget_units = budget_units or own
+        # only the model's own monitor tracks performance; the output monitors inside it do not
+        self.performance: PerformanceTracker | None = None
+        if kind == "data_drift":
+            self.performance = PerformanceTracker(
+                model_id, performance or PerformanceSettings(), drift.false_alarm_events * self.budget_units
+            )
+        self.outputs: dict[str, ModelMonitor] = {}  # "prediction" and "label" monitors
         self.features = dict(features)
         self.settings = drift
         self.schema = FeatureSchema(self.features)
@@ -82,11 +111,19 @@ class ModelMonitor:
     # -- budget ---------------------------------------------------------------------------
 
     @property
+    def false_alarm_events(self) -> float:
+        """This monitor's share of the model's budget, as expected events between its false alarms.
+
+        The model's ``false_alarm_events`` is shared by ``budget_units``: one per feature, two for
+        the prediction monitor, one for the label monitor and one for the concept-drift detector.
+        """
+        return self.settings.false_alarm_events * self.budget_units / len(self.schema.names)
+
+    @property
     def window_alpha(self) -> float:
         """False-alarm probability of one window test: the model's budget over features and tests."""
-        s = self.settings
         share = 0.5 if self.cusum_features else 1.0
-        return min(0.05, share * s.step / (s.false_alarm_events * len(self.schema.names)))
+        return min(0.05, share * self.settings.step / (self.false_alarm_events * len(self.schema.names)))
 
     @property
     def cusum_features(self) -> int:
@@ -94,7 +131,7 @@ class ModelMonitor:
 
     @property
     def cusum_arl0(self) -> float:
-        return 2.0 * self.settings.false_alarm_events * max(1, self.cusum_features)
+        return 2.0 * self.false_alarm_events * max(1, self.cusum_features)
 
     @property
     def reference_ready(self) -> bool:
@@ -116,9 +153,81 @@ class ModelMonitor:
     # -- processing -----------------------------------------------------------------------
 
     def process_labels(self, group: LabelGroup) -> list[Alert]:
-        """Labels are counted here; the join and performance metrics come with delayed labels."""
+        """Join labels to their predictions, update performance, and watch the label distribution."""
         self.labels_seen += len(group)
-        return []
+        tracker = self.performance
+        if tracker is None or len(group) == 0:
+            return []
+        times = np.asarray(group.times_ms, dtype=np.int64)
+        drifting = [self.schema.names[j] for j in np.flatnonzero(self.firing).tolist()]
+        alerts = tracker.observe_labels(group.event_ids, times, group.labels, drifting)
+        if tracker.task is not None:
+            if tracker.task == "regression":
+                rows: list[dict[str, Any]] = [
+                    {"label": v if type(v) in (int, float) else None} for v in group.labels
+                ]
+            else:
+                rows = [{"label": class_name(v)} for v in group.labels]
+            versions: list[str | None] = [None] * len(group)
+            alerts += self._output("label").process(
+                PredictionGroup(self.model_id, group.event_ids, group.times_ms, versions, rows, [])
+            )
+        return [
+            replace(a, events_seen=tracker.joined_total, model_version=self.model_version)
+            if a.kind in ("performance", "concept_drift")
+            else a
+            for a in alerts
+        ]
+
+    def _output(self, which: str) -> ModelMonitor:
+        """The prediction or label monitor, made once the task (classes or values) is known."""
+        m = self.outputs.get(which)
+        if m is None:
+            assert self.performance is not None
+            regression = self.performance.task == "regression"
+            if which == "label":
+                feats = {"label": FeatureType.NUMERIC if regression else FeatureType.CATEGORICAL}
+            elif regression:
+                feats = {"prediction": FeatureType.NUMERIC}
+            else:
+                feats = {"predicted_class": FeatureType.CATEGORICAL, "score": FeatureType.NUMERIC}
+            m = self.outputs[which] = ModelMonitor(
+                self.model_id, feats, self.settings, kind=f"{which}_drift", budget_units=self.budget_units
+            )
+        return m
+
+    def _observe_outputs(self, group: PredictionGroup) -> list[Alert]:
+        """Performance bookkeeping and prediction drift for a batch of predictions."""
+        tracker = self.performance
+        if tracker is None:
+            return []
+        times = np.asarray(group.times_ms, dtype=np.int64)
+        predicted, scores = tracker.encode_predictions(group.predictions)
+        alerts = tracker.observe_predictions(group.event_ids, times, predicted, scores)
+        alerts = [
+            replace(a, events_seen=tracker.joined_total, model_version=group.versions[-1]) for a in alerts
+        ]
+        rows: list[dict[str, Any]]
+        if tracker.task == "regression":
+            rows = [{"prediction": v} for v in predicted.tolist()]
+        else:
+            names = tracker.class_names
+            pos = tracker.positive
+            if scores is None:
+                score = np.full(len(predicted), np.nan)
+            elif pos is not None:
+                score = scores[:, pos]
+            else:  # several classes: the confidence, the score of the predicted class
+                score = np.max(np.nan_to_num(scores, nan=-np.inf), axis=1)
+            codes = np.nan_to_num(predicted, nan=-1).astype(np.int64).tolist()
+            rows = [
+                {"predicted_class": names[c] if c >= 0 else None, "score": s if np.isfinite(s) else None}
+                for c, s in zip(codes, score.tolist(), strict=True)
+            ]
+        alerts += self._output("prediction").process(
+            PredictionGroup(self.model_id, group.event_ids, group.times_ms, group.versions, rows, [])
+        )
+        return alerts
 
     def process(self, group: PredictionGroup) -> list[Alert]:
         n = len(group)
@@ -157,7 +266,7 @@ class ModelMonitor:
             self._remember_times(times[start:], first)
         self.events_seen += n
         self.model_version = group.versions[-1]
-        return alerts
+        return alerts + self._observe_outputs(group)
 
     def _fit_reference(self) -> None:
         numeric = np.concatenate(self._ref_numeric)
@@ -313,7 +422,7 @@ class ModelMonitor:
         return Alert(
             model_id=self.model_id,
             model_version=version,
-            kind="data_drift",
+            kind=self.kind,
             feature=name,
             detector=detector,
             status="firing",
@@ -324,7 +433,8 @@ class ModelMonitor:
             change_started_at_ms=began,
             events_seen=events_seen,
             message=(
-                f"Feature '{name}' of model '{self.model_id}' drifted from its reference: {what}"
+                f"{SUBJECTS[self.kind]} '{name}' of model '{self.model_id}' drifted from its reference: "
+                + what
                 + (f", likely since {format_timestamp(began)}" if began is not None else "")
                 + "."
             ),
@@ -341,7 +451,7 @@ class ModelMonitor:
         return Alert(
             model_id=self.model_id,
             model_version=version,
-            kind="data_drift",
+            kind=self.kind,
             feature=name,
             detector=stat,
             status="resolved",
@@ -352,7 +462,7 @@ class ModelMonitor:
             change_started_at_ms=None,
             events_seen=events_seen,
             message=(
-                f"Feature '{name}' of model '{self.model_id}' is back near its reference: "
+                f"{SUBJECTS[self.kind]} '{name}' of model '{self.model_id}' is back near its reference: "
                 f"{stat.upper()} {score:.3f} < {s.resolve_ratio * threshold:.3f}."
             ),
             details=self._details(j),
@@ -367,6 +477,7 @@ class ModelMonitor:
             "step_events": s.step,
             "window_alpha": self.window_alpha,
             "false_alarm_events": s.false_alarm_events,
+            "budget_units": self.budget_units,
             "bins": int(self.bins.sizes[j]) if self.bins is not None else None,
         }
 
@@ -374,10 +485,19 @@ class ModelMonitor:
 
     def snapshot(self) -> bytes:
         """The whole state as a versioned JSON document (never pickle: snapshots cross hosts)."""
+        return orjson.dumps(self._to_doc(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _to_doc(self) -> dict[str, Any]:
+        perf = self.performance
         doc: dict[str, Any] = {
             "format": SNAPSHOT_FORMAT,
             "version": SNAPSHOT_VERSION,
             "model_id": self.model_id,
+            "kind": self.kind,
+            "performance_settings": None if perf is None else perf.settings.model_dump(),
+            "performance": None if perf is None else perf.to_dict(),
+            "budget_units": self.budget_units,
+            "outputs": {k: m._to_doc() for k, m in self.outputs.items()},
             "features": {k: v.value for k, v in self.features.items()},
             "settings": self.settings.model_dump(),
             "events_seen": self.events_seen,
@@ -408,7 +528,7 @@ class ModelMonitor:
             doc["bins"] = self.bins.to_dict()
             doc["reference_counts"] = self.reference_counts
             doc["window"] = self.window.to_dict()
-        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        return doc
 
     @classmethod
     def restore(cls, data: bytes) -> ModelMonitor:
@@ -426,11 +546,28 @@ class ModelMonitor:
                 f"unsupported snapshot {got!r}; "
                 f"this build reads {SNAPSHOT_FORMAT!r} version {SNAPSHOT_VERSION}"
             )
+        try:
+            return cls._from_doc(doc)
+        except (KeyError, TypeError, ValueError) as e:
+            raise SnapshotError(f"corrupt snapshot: {type(e).__name__}: {e}") from None
+
+    @classmethod
+    def _from_doc(cls, doc: dict[str, Any]) -> ModelMonitor:
+        drift = DriftSettings(**doc["settings"])
+        perf = doc["performance_settings"]
         m = cls(
             doc["model_id"],
             {k: FeatureType(v) for k, v in doc["features"].items()},
-            DriftSettings(**doc["settings"]),
+            drift,
+            performance=None if perf is None else PerformanceSettings(**perf),
+            kind=doc["kind"],
+            budget_units=int(doc["budget_units"]),
         )
+        if m.performance is not None and doc["performance"] is not None:
+            m.performance = PerformanceTracker.from_dict(
+                doc["performance"], m.model_id, m.performance.settings, m.performance.false_alarm_events
+            )
+        m.outputs = {k: cls._from_doc(d) for k, d in doc["outputs"].items()}
         m.events_seen, m.labels_seen = int(doc["events_seen"]), int(doc["labels_seen"])
         m.model_version = doc["model_version"]
         for j, values in enumerate(doc["vocabularies"]):

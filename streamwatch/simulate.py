@@ -25,7 +25,7 @@ NUMERIC_SCALES = [
 ]
 COUNTRIES = ["DE", "FR", "NL", "IT", "ES"]
 COUNTRY_P = [0.35, 0.25, 0.15, 0.15, 0.10]
-SCENARIOS = ("none", "mean_shift")
+SCENARIOS = ("none", "mean_shift", "covariate_shift", "concept_drift")
 DEFAULT_START_MS = 1_798_761_600_000  # 2027-01-01T00:00:00Z: a fixed start keeps runs identical
 
 
@@ -71,14 +71,33 @@ class Scenario:
 
     def truth(self) -> dict[str, Any]:
         changes = []
+        at = {"start_index": self.change_at, "start_time": format_timestamp(self.time_ms(self.change_at))}
         if self.name == "mean_shift":
             changes.append(
                 {
                     "kind": "data_drift",
                     "feature": self.shift_feature,
                     "change": f"mean + {self.shift_sigmas} standard deviations",
-                    "start_index": self.change_at,
-                    "start_time": format_timestamp(self.time_ms(self.change_at)),
+                    **at,
+                }
+            )
+        elif self.name == "covariate_shift":
+            changes.append(
+                {
+                    "kind": "data_drift",
+                    "feature": self.shift_feature,
+                    "change": f"mean moved {self.shift_sigmas} sd away from the decision boundary "
+                    "(accuracy does not drop)",
+                    **at,
+                }
+            )
+        elif self.name == "concept_drift":
+            changes.append(
+                {
+                    "kind": "concept_drift",
+                    "feature": None,
+                    "change": f"labels flip where {self.features[0]} is above its mean; inputs unchanged",
+                    **at,
                 }
             )
         return {
@@ -98,12 +117,19 @@ def generate(s: Scenario) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     z = rng.standard_normal((n, k))
     if s.name == "mean_shift":
         z[s.change_at :, s.features.index(s.shift_feature)] += s.shift_sigmas
-    scales = [NUMERIC_SCALES[i] if i < len(NUMERIC_SCALES) else (0.0, 1.0) for i in range(k)]
-    x = z * np.array([sd for _, sd in scales]) + np.array([mu for mu, _ in scales])
     country = rng.choice(len(COUNTRIES), size=n, p=COUNTRY_P)
     weights = rng.normal(0, 1, k)
+    if s.name == "covariate_shift":  # towards a confident "reject": further from the boundary
+        j = s.features.index(s.shift_feature)
+        z[s.change_at :, j] += s.shift_sigmas * np.sign(weights[j])
+    scales = [NUMERIC_SCALES[i] if i < len(NUMERIC_SCALES) else (0.0, 1.0) for i in range(k)]
+    x = z * np.array([sd for _, sd in scales]) + np.array([mu for mu, _ in scales])
     p_reject = 1 / (1 + np.exp(-(z @ weights) / np.sqrt(k) - 1.0))
     truth_reject = rng.random(n) < p_reject
+    if s.name == "concept_drift":  # P(y|x) changes in one region; the inputs do not
+        region = np.arange(n) >= s.change_at
+        region &= z[:, 0] > 0
+        truth_reject[region] = ~truth_reject[region]
     labelled = rng.random(n) < s.label_share
     delays = rng.exponential(s.label_delay_seconds * 1000, n).astype(np.int64)
 

@@ -1,0 +1,749 @@
+"""PerformanceTracker: one model's label join, performance windows, baseline checks, concept
+drift and performance estimates. Pure and deterministic, like the monitor that owns it.
+
+* **Windows.** A joined label counts in the window of its *prediction's* time (``window_seconds``
+  wide), so a window's metrics describe the model's behaviour then, whenever the labels come;
+  its label coverage is joined / predictions. A count-based window holds the last
+  ``window_events`` joined events.
+* **Baseline.** Development-set metrics from the config, or else the metrics of the first
+  ``reference_labels`` joined events. A window is judged once its coverage and label count are
+  high enough: a ``performance`` alert fires when the upper end of the metric's interval is
+  still worse than the baseline minus ``tolerance``, and resolves when the point estimate is back
+  within the tolerance.
+* **Concept drift.** A one-sided CUSUM (:class:`~streamwatch.detectors.cusum.CUSUM`, calibrated
+  to the model's false-alarm budget) on the per-event error (0/1 for classes, absolute error for
+  values), fed in prediction-time order within each batch of labels. The alert says whether the
+  inputs drifted at the same time.
+* **Estimation.** For classifiers with scores, CBPE (:mod:`.estimation`) calibrated on the
+  reference gives expected metrics for every window before its labels arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamwatch.alerts import Alert
+from streamwatch.config import PerformanceSettings
+from streamwatch.detectors.cusum import CUSUM
+from streamwatch.events import format_timestamp
+from streamwatch.performance.estimation import BinnedCalibrator, ExpectedConfusion
+from streamwatch.performance.join import Joined, LabelJoin
+from streamwatch.performance.metrics import (
+    HIGHER_IS_BETTER,
+    auc_standard_error,
+    classification_intervals,
+    classification_metrics,
+    confusion_matrix,
+    mean_interval,
+    regression_metrics,
+)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# upper bounds (seconds) of the label-delay histogram's buckets
+DELAY_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0)
+OTHER_CLASS = "__other__"
+
+
+def class_name(v: Any) -> str:
+    """Class labels as text, so 1, 1.0, "1" and True/"true" name the same class."""
+    if type(v) is bool:
+        return "true" if v else "false"
+    if type(v) is float and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+@dataclass(slots=True)
+class Rows:
+    """Joined events: truth, prediction, scores, prediction time and id hash, in chunks."""
+
+    chunks: list[tuple[FloatArray, FloatArray, FloatArray | None, IntArray, npt.NDArray[np.uint64]]] = field(
+        default_factory=list
+    )
+
+    def __len__(self) -> int:
+        return sum(len(c[0]) for c in self.chunks) if len(self.chunks) > 1 else self._single()
+
+    def _single(self) -> int:
+        return len(self.chunks[0][0]) if self.chunks else 0
+
+    def add(
+        self,
+        y_true: FloatArray,
+        y_pred: FloatArray,
+        scores: FloatArray | None,
+        times: IntArray,
+        hashes: npt.NDArray[np.uint64],
+    ) -> None:
+        if len(y_true):
+            self.chunks.append((y_true, y_pred, scores, times, hashes))
+            if len(self.chunks) >= 64:  # merge now and then so counting stays cheap
+                self.arrays()
+
+    def arrays(
+        self,
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None, IntArray, npt.NDArray[np.uint64]]:
+        """All rows as one set of arrays (chunks merged once, then kept merged)."""
+        if not self.chunks:
+            e = np.zeros(0)
+            return e, e, None, np.zeros(0, np.int64), np.zeros(0, np.uint64)
+        if len(self.chunks) > 1:
+            k = max((c[2].shape[1] for c in self.chunks if c[2] is not None), default=0)
+            scores = None
+            if k:
+                scores = np.concatenate([_pad(c[2], len(c[0]), k) for c in self.chunks])
+            self.chunks = [
+                (
+                    np.concatenate([c[0] for c in self.chunks]),
+                    np.concatenate([c[1] for c in self.chunks]),
+                    scores,
+                    np.concatenate([c[3] for c in self.chunks]),
+                    np.concatenate([c[4] for c in self.chunks]),
+                )
+            ]
+        return self.chunks[0]
+
+    def keep(self, mask: npt.NDArray[np.bool_]) -> None:
+        a = self.arrays()
+        if len(a[0]):
+            self.chunks = [
+                (a[0][mask], a[1][mask], None if a[2] is None else a[2][mask], a[3][mask], a[4][mask])
+            ]
+
+    def tail(self, n: int) -> None:
+        a = self.arrays()
+        if len(a[0]) > n:
+            self.chunks = [(a[0][-n:], a[1][-n:], None if a[2] is None else a[2][-n:], a[3][-n:], a[4][-n:])]
+
+    def to_dict(self) -> dict[str, Any]:
+        y, p, s, t, h = self.arrays()
+        return {"y": y, "p": p, "s": s, "t": t, "h": h.astype(str).tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Rows:
+        r = cls()
+        s = None if d["s"] is None else _floats(d["s"]).reshape(len(d["y"]), -1)
+        r.add(
+            _floats(d["y"]),
+            _floats(d["p"]),
+            s,
+            np.asarray(d["t"], dtype=np.int64),
+            np.asarray(d["h"], dtype=np.uint64),
+        )
+        return r
+
+
+def _pad(s: FloatArray | None, n: int, k: int) -> FloatArray:
+    out = np.full((n, k), np.nan)
+    if s is not None:
+        out[:, : s.shape[1]] = s
+    return out
+
+
+def _floats(values: Any) -> FloatArray:
+    arr = np.asarray(values, dtype=object)
+    out: FloatArray = np.where(arr == None, np.nan, arr).astype(np.float64)  # noqa: E711
+    return out
+
+
+@dataclass(slots=True)
+class Window:
+    """One prediction-time window: predictions in the sample, joined rows, expected confusion."""
+
+    predictions: int = 0
+    rows: Rows = field(default_factory=Rows)
+    expected: ExpectedConfusion | None = None
+    estimated_predictions: int = 0
+    judged_rows: int = 0  # joined rows when it was last judged
+
+
+class PerformanceTracker:
+    """Label join, performance metrics and their alerts for one model."""
+
+    def __init__(self, model_id: str, settings: PerformanceSettings, false_alarm_events: float) -> None:
+        s = self.settings = settings
+        self.model_id = model_id
+        self.false_alarm_events = false_alarm_events
+        self.task: str | None = None if s.task == "auto" else s.task
+        self.class_names: list[str] = []
+        self.classes: dict[str, int] = {}
+        self.join = LabelJoin(
+            int(s.label_ttl_seconds * 1000), int(s.label_wait_seconds * 1000), s.max_open_predictions
+        )
+        self.window_ms = int(s.window_seconds * 1000)
+        self.windows: dict[int, Window] = {}
+        self.recent = Rows()  # the count-based window
+        self.reference = Rows()
+        self.reference_ready = False
+        self.baseline: dict[str, float] = dict(s.baseline)
+        self.baseline_se: dict[str, float] = {}
+        self.calibrator: BinnedCalibrator | None = None
+        self.cusum: CUSUM | None = None
+        self.firing: dict[str, bool] = {}
+        self.concept_firing = False
+        self.last_concept_alarm = -1  # joined count at the last CUSUM alarm
+        self.joined_total = 0
+        self.invalid_labels = 0
+        self.delay_counts = np.zeros(len(DELAY_BUCKETS) + 1, dtype=np.int64)
+        self.delay_sum_seconds = 0.0
+        self.judged_window: int | None = None  # newest window judged against the baseline
+        self.judged: dict[str, float] = {}
+
+    # -- classes ------------------------------------------------------------------------------
+
+    @property
+    def positive(self) -> int | None:
+        """Code of the class whose precision/recall/F1 are reported, when the model is binary."""
+        if self.settings.positive_class is not None:
+            return self.classes.get(self.settings.positive_class)
+        real = [c for c in self.class_names if c != OTHER_CLASS]
+        return self.classes[max(real)] if len(real) == 2 else None
+
+    def _code(self, name: str) -> int:
+        c = self.classes.get(name)
+        if c is None:
+            if len(self.class_names) >= self.settings.max_classes - 1 and name != OTHER_CLASS:
+                return self._code(OTHER_CLASS)
+            c = self.classes[name] = len(self.class_names)
+            self.class_names.append(name)
+        return c
+
+    # -- predictions ----------------------------------------------------------------------------
+
+    def encode_predictions(
+        self, predictions: Sequence[dict[str, Any]]
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Predicted class codes (or values) and the ``(n, classes)`` scores, if any."""
+        if self.task is None:
+            self.task = "regression" if predictions[0].get("value") is not None else "classification"
+        if self.task == "regression":
+            return np.array([_number(p.get("value")) for p in predictions], dtype=np.float64), None
+        return self._encode_classes(predictions)
+
+    def observe_predictions(
+        self, ids: list[str], times: IntArray, predicted: FloatArray, scores: FloatArray | None
+    ) -> list[Alert]:
+        """Store predictions for the join; count them in their windows; add their estimates."""
+        completed = self.join.add_predictions(ids, times, predicted, None, scores)
+        kept = self.join.last_kept
+        if len(kept):
+            idx, counts = np.unique(times[kept] // self.window_ms, return_counts=True)
+            for i, c in zip(idx.tolist(), counts.tolist(), strict=True):
+                self._window(i).predictions += c
+        if self.calibrator is not None and scores is not None:
+            calibrated = self.calibrator.transform(scores)
+            pred_codes = predicted.astype(np.int64)
+            widx = times // self.window_ms
+            for i in np.unique(widx).tolist():
+                w = self._window(i)
+                if w.expected is None:
+                    w.expected = ExpectedConfusion(len(self.class_names))
+                m = widx == i
+                w.expected.add(calibrated[m], pred_codes[m])
+                w.estimated_predictions += int(m.sum())
+        self._expire_windows()
+        if completed:
+            slots = np.array([c[0] for c in completed], dtype=np.int64)
+            labels = [c[1] for c in completed]
+            ltimes = np.array([c[2] for c in completed], dtype=np.int64)
+            return self._joined(Joined(slots, labels, ltimes), [])
+        return []
+
+    def _encode_classes(self, predictions: Sequence[dict[str, Any]]) -> tuple[FloatArray, FloatArray | None]:
+        score_dicts = [p.get("scores") for p in predictions]
+        keys: set[str] = set().union(*(d for d in score_dicts if d))
+        for k in sorted(keys - self.classes.keys()):
+            self._code(class_name(k))
+        scores = None
+        if keys:
+            names = [n for n in self.class_names if n in keys or n == OTHER_CLASS]
+            codes = [self.classes[n] for n in names]
+            get = itemgetter(*names) if len(names) > 1 else (lambda d: (d[names[0]],))
+            try:  # fast when every event names every class
+                rows = [get(d) for d in score_dicts]  # type: ignore[arg-type]
+            except (KeyError, TypeError):
+                rows = [tuple((d or {}).get(n, np.nan) for n in names) for d in score_dicts]
+            scores = np.full((len(predictions), len(self.class_names)), np.nan)
+            scores[:, codes] = np.array(rows, dtype=np.float64).reshape(len(predictions), len(names))
+        labels = [p.get("label") for p in predictions]
+        predicted = np.empty(len(predictions), dtype=np.float64)
+        for i, lab in enumerate(labels):
+            if lab is not None:
+                predicted[i] = self._code(class_name(lab))
+            elif scores is not None:
+                predicted[i] = float(np.nanargmax(scores[i])) if np.isfinite(scores[i]).any() else np.nan
+            else:
+                predicted[i] = np.nan
+        return predicted, scores
+
+    def _window(self, i: int) -> Window:
+        w = self.windows.get(i)
+        if w is None:
+            w = self.windows[i] = Window()
+        return w
+
+    def _expire_windows(self) -> None:
+        oldest = (self.join.watermark - self.join.ttl_ms) // self.window_ms
+        for i in [i for i in self.windows if i < oldest]:
+            del self.windows[i]
+
+    def _evicted(self, slots: IntArray) -> None:
+        """The store's sample shrank: forget evicted predictions and joined rows outside it."""
+        idx, counts = np.unique(self.join.times[slots] // self.window_ms, return_counts=True)
+        for i, c in zip(idx.tolist(), counts.tolist(), strict=True):
+            if i in self.windows:
+                self.windows[i].predictions -= c
+        for w in self.windows.values():
+            w.rows.keep(self.join.in_sample(w.rows.arrays()[4]))
+
+    # -- labels ---------------------------------------------------------------------------------
+
+    def observe_labels(
+        self, ids: list[str], times: IntArray, labels: list[Any], input_drift: list[str]
+    ) -> list[Alert]:
+        self.join.on_evict = self._evicted
+        return self._joined(self.join.match_labels(ids, times, labels), input_drift)
+
+    def _encode_labels(self, labels: list[Any]) -> FloatArray:
+        if self.task == "regression":
+            return np.array([_number(v) for v in labels], dtype=np.float64)
+        return np.array([self._code(class_name(v)) for v in labels], dtype=np.float64)
+
+    def _joined(self, joined: Joined, input_drift: list[str]) -> list[Alert]:
+        if len(joined.slots) == 0 or self.task is None:
+            return []
+        j = self.join
+        order = np.argsort(j.times[joined.slots], kind="stable")  # prediction-time order
+        slots = joined.slots[order]
+        y_true = self._encode_labels([joined.labels[i] for i in order.tolist()])
+        label_times = joined.label_times[order]
+        ok = np.isfinite(y_true) & np.isfinite(j.predicted[slots])
+        self.invalid_labels += int((~ok).sum())
+        slots, y_true, label_times = slots[ok], y_true[ok], label_times[ok]
+        if len(slots) == 0:
+            return []
+        y_pred = j.predicted[slots]
+        pred_times = j.times[slots]
+        hashes = j.hashes[slots]
+        scores = None if j.scores is None else j.scores[slots].copy()
+        self._count_delays((label_times - pred_times) / 1000.0)
+        widx = pred_times // self.window_ms
+        touched = np.unique(widx).tolist()
+        for i in touched:
+            if i in self.windows:
+                m = widx == i
+                self.windows[i].rows.add(
+                    y_true[m], y_pred[m], None if scores is None else scores[m], pred_times[m], hashes[m]
+                )
+        self.recent.add(y_true, y_pred, scores, pred_times, hashes)
+        self.recent.tail(self.settings.window_events)
+        first_new = 0
+        if not self.reference_ready:
+            first_new = min(len(slots), self.settings.reference_labels - len(self.reference))
+            self.reference.add(
+                y_true[:first_new],
+                y_pred[:first_new],
+                None if scores is None else scores[:first_new],
+                pred_times[:first_new],
+                hashes[:first_new],
+            )
+            if len(self.reference) >= self.settings.reference_labels:
+                self._fit_reference()
+        alerts: list[Alert] = []
+        if self.cusum is not None and first_new < len(slots):
+            errors = self._errors(y_true[first_new:], y_pred[first_new:])
+            base = self.cusum.n_seen
+            for d in self.cusum.update(errors):
+                at = first_new + d.at - base
+                t_ms = int(label_times[at])
+                alerts += self._concept_alarm(d.statistic, d.threshold, at, t_ms, input_drift)
+        self.joined_total += len(slots)
+        if self.concept_firing and self.joined_total - self.last_concept_alarm >= self.settings.window_events:
+            alerts.append(self._concept_resolved(int(label_times[-1])))
+        if self.reference_ready:
+            alerts += self._judge(touched)
+        return alerts
+
+    def _errors(self, y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
+        if self.task == "regression":
+            return np.asarray(np.abs(y_pred - y_true), dtype=np.float64)
+        return np.asarray(y_pred != y_true, dtype=np.float64)
+
+    def _count_delays(self, delays: FloatArray) -> None:
+        d = np.maximum(delays, 0.0)
+        self.delay_counts += np.bincount(
+            np.searchsorted(DELAY_BUCKETS, d, side="left"), minlength=len(DELAY_BUCKETS) + 1
+        )
+        self.delay_sum_seconds += float(d.sum())
+
+    # -- reference and baseline -----------------------------------------------------------------
+
+    def _fit_reference(self) -> None:
+        s = self.settings
+        y, p, scores, _, _ = self.reference.arrays()
+        ref = self.metrics_of(self.reference)
+        if not s.baseline:
+            self.baseline = {k: v for k, v in ref.items() if k in self.judged_metrics and np.isfinite(v)}
+        self.baseline_se = self._standard_errors(self.reference, ref)
+        if s.baseline and s.baseline_events is None:
+            self.baseline_se = {}
+        if self.task == "classification" and scores is not None and s.estimate:
+            self.calibrator = BinnedCalibrator.fit(np.nan_to_num(scores, nan=0.0), y.astype(np.int64))
+        if s.concept_drift:
+            errors = self._errors(y, p)
+            if np.unique(errors).size >= 2:
+                self.cusum = CUSUM(
+                    min_shift=s.concept_min_shift,
+                    direction="up",
+                    arl0=self.false_alarm_events,
+                    reference=errors,
+                    rebaseline=False,
+                )
+        self.reference_ready = True
+
+    @property
+    def judged_metrics(self) -> tuple[str, ...]:
+        """The metrics compared with the baseline (those configured, else a sensible few)."""
+        if self.settings.baseline:
+            return tuple(self.settings.baseline)
+        if self.task == "regression":
+            return ("mae", "rmse")
+        binary = self.positive is not None
+        return ("accuracy", "f1" if binary else "macro_f1", "roc_auc")
+
+    def metrics_of(self, rows: Rows) -> dict[str, float]:
+        y, p, scores, _, _ = rows.arrays()
+        if len(y) == 0:
+            return {}
+        if self.task == "regression":
+            return regression_metrics(y, p)
+        k = len(self.class_names)
+        s = None if scores is None else _normalised(scores, k)
+        return classification_metrics(y.astype(np.int64), p.astype(np.int64), k, self.positive, s)
+
+    def _standard_errors(self, rows: Rows, values: dict[str, float]) -> dict[str, float]:
+        """Standard errors of the judged metrics (from the same intervals the windows use)."""
+        lo_hi = self._intervals(rows, values, confidence=0.6826894921370859, seed=0)
+        return {k: (hi - lo) / 2 for k, (lo, hi) in lo_hi.items()}
+
+    def _intervals(
+        self, rows: Rows, values: dict[str, float], confidence: float, seed: int
+    ) -> dict[str, tuple[float, float]]:
+        y, p, _, _, _ = rows.arrays()
+        out: dict[str, tuple[float, float]] = {}
+        if self.task == "regression":
+            err = p - y
+            out["mae"] = mean_interval(np.abs(err), confidence)
+            lo, hi = mean_interval(err * err, confidence)
+            out["rmse"] = (float(np.sqrt(max(lo, 0.0))), float(np.sqrt(max(hi, 0.0))))
+            out["bias"] = mean_interval(err, confidence)
+            return out
+        k = len(self.class_names)
+        cm = confusion_matrix(y.astype(np.int64), p.astype(np.int64), k)
+        out.update(classification_intervals(cm, self.positive, confidence, seed))
+        auc = values.get("roc_auc", float("nan"))
+        if np.isfinite(auc):
+            pos = self.positive
+            n_pos = int((y == pos).sum()) if pos is not None else len(y) // max(k, 1)
+            se = auc_standard_error(auc, n_pos, len(y) - n_pos)
+            z = _z(confidence)
+            out["roc_auc"] = (auc - z * se, auc + z * se)
+        return out
+
+    # -- judging windows ------------------------------------------------------------------------
+
+    def coverage(self, i: int) -> float:
+        w = self.windows.get(i)
+        if w is None or w.predictions <= 0:
+            return float("nan")
+        return min(1.0, len(w.rows) / w.predictions)
+
+    def _judge(self, touched: list[int]) -> list[Alert]:
+        s = self.settings
+        ready = [
+            i
+            for i in touched
+            if i in self.windows
+            and len(self.windows[i].rows) >= s.min_labels
+            and self.coverage(i) >= s.min_coverage
+            and (self.judged_window is None or i >= self.judged_window)
+        ]
+        if not ready:
+            return []
+        i = max(ready)
+        w = self.windows[i]
+        # judged again only when its labels grew by a tenth: the verdict cannot move faster
+        if i == self.judged_window and len(w.rows) < 1.1 * w.judged_rows:
+            return []
+        self.judged_window, w.judged_rows = i, len(w.rows)
+        rows = w.rows
+        values = self.metrics_of(rows)
+        self.judged = values
+        intervals = self._intervals(rows, values, s.confidence, seed=i & 0x7FFFFFFF)
+        alerts = []
+        t_ms = int(self.join.watermark)
+        for metric, base in self.baseline.items():
+            v = values.get(metric)
+            if v is None or not np.isfinite(v) or metric not in intervals:
+                continue
+            lo, hi = intervals[metric]
+            higher = metric in HIGHER_IS_BETTER
+            # the baseline's own uncertainty widens the margin when it came from a sample
+            margin = s.tolerance + _z(s.confidence) * self.baseline_se.get(metric, 0.0)
+            worse = (hi < base - margin) if higher else (lo > base + margin)
+            recovered = (v >= base - s.tolerance) if higher else (v <= base + s.tolerance)
+            if worse and not self.firing.get(metric):
+                self.firing[metric] = True
+                alerts.append(self._performance_alert(metric, v, base, (lo, hi), i, t_ms, "firing"))
+            elif recovered and self.firing.get(metric):
+                self.firing[metric] = False
+                alerts.append(self._performance_alert(metric, v, base, (lo, hi), i, t_ms, "resolved"))
+        return alerts
+
+    def _performance_alert(
+        self,
+        metric: str,
+        value: float,
+        base: float,
+        interval: tuple[float, float],
+        window: int,
+        t_ms: int,
+        status: str,
+    ) -> Alert:
+        start = window * self.window_ms
+        cov = self.coverage(window)
+        firing = status == "firing"
+        verb = "fell to" if metric in HIGHER_IS_BETTER else "rose to"
+        msg = (
+            f"{metric} of model '{self.model_id}' {verb} {value:.3f} (interval {interval[0]:.3f}-"
+            f"{interval[1]:.3f}) against a baseline of {base:.3f} for predictions made from "
+            f"{format_timestamp(start)} ({cov:.0%} labelled)."
+            if firing
+            else f"{metric} of model '{self.model_id}' is back at {value:.3f}, within "
+            f"{self.settings.tolerance} of its baseline {base:.3f}."
+        )
+        return Alert(
+            model_id=self.model_id,
+            model_version=None,
+            kind="performance",
+            feature=None,
+            detector=f"{metric}_vs_baseline",
+            status="firing" if firing else "resolved",
+            severity=("critical" if abs(value - base) > 3 * self.settings.tolerance else "warning")
+            if firing
+            else "info",
+            statistic=round(value, 6),
+            threshold=round(base, 6),
+            detected_at_ms=t_ms,
+            change_started_at_ms=start if firing else None,
+            events_seen=0,
+            message=msg,
+            details={
+                "metric": metric,
+                "value": value,
+                "baseline": base,
+                "interval": list(interval),
+                "confidence": self.settings.confidence,
+                "tolerance": self.settings.tolerance,
+                "window_start": format_timestamp(start),
+                "window_seconds": self.settings.window_seconds,
+                "labels": len(self.windows[window].rows),
+                "label_coverage": cov,
+                "baseline_source": "config" if self.settings.baseline else "first labelled events",
+            },
+        )
+
+    # -- concept drift --------------------------------------------------------------------------
+
+    def _concept_alarm(
+        self, stat: float, threshold: float, at: int, t_ms: int, input_drift: list[str]
+    ) -> list[Alert]:
+        self.last_concept_alarm = self.joined_total + at + 1
+        if self.concept_firing:
+            return []
+        self.concept_firing = True
+        y, p, _, _, _ = self.reference.arrays()
+        ref_err = float(self._errors(y, p).mean())
+        recent_y, recent_p, _, recent_t, _ = self.recent.arrays()
+        recent_e = self._errors(recent_y, recent_p)
+        now_err = float(recent_e.mean()) if len(recent_y) else float("nan")
+        began = _change_start(recent_t, recent_e, ref_err)
+        what = "error rate" if self.task == "classification" else "mean absolute error"
+        cause = (
+            f"inputs drifted at the same time ({', '.join(input_drift[:5])}): likely covariate shift"
+            if input_drift
+            else "inputs did not drift: likely a change in P(y|x)"
+        )
+        return [
+            Alert(
+                model_id=self.model_id,
+                model_version=None,
+                kind="concept_drift",
+                feature=None,
+                detector="cusum",
+                status="firing",
+                severity="critical",
+                statistic=round(stat, 6),
+                threshold=round(threshold, 6),
+                detected_at_ms=t_ms,
+                change_started_at_ms=began,
+                events_seen=0,
+                message=(
+                    f"The {what} of model '{self.model_id}' rose from {ref_err:.3g} to {now_err:.3g}"
+                    + (f" since about {format_timestamp(began)}" if began is not None else "")
+                    + f"; {cause}."
+                ),
+                details={
+                    "error": what,
+                    "reference_error": ref_err,
+                    "recent_error": now_err,
+                    "recent_events": len(recent_y),
+                    "input_drift": input_drift,
+                    "covariate_shift": bool(input_drift),
+                    "min_shift_sd": self.settings.concept_min_shift,
+                    "false_alarm_events": self.false_alarm_events,
+                },
+            )
+        ]
+
+    def _concept_resolved(self, t_ms: int) -> Alert:
+        self.concept_firing = False
+        return Alert(
+            model_id=self.model_id,
+            model_version=None,
+            kind="concept_drift",
+            feature=None,
+            detector="cusum",
+            status="resolved",
+            severity="info",
+            statistic=0.0,
+            threshold=0.0 if self.cusum is None else round(self.cusum.threshold, 6),
+            detected_at_ms=t_ms,
+            change_started_at_ms=None,
+            events_seen=0,
+            message=(
+                f"The errors of model '{self.model_id}' have been back at their reference level for "
+                f"{self.settings.window_events} labelled events."
+            ),
+            details={},
+        )
+
+    # -- read-outs for the exporter -------------------------------------------------------------
+
+    def current_window(self) -> int | None:
+        return None if not self.windows else max(self.windows)
+
+    def estimated(self, i: int) -> dict[str, float]:
+        w = self.windows.get(i)
+        if w is None or w.expected is None:
+            return {}
+        return w.expected.metrics(self.positive)
+
+    # -- snapshot -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "class_names": self.class_names,
+            "join": self.join.to_dict(),
+            "windows": [
+                [
+                    i,
+                    w.predictions,
+                    w.rows.to_dict(),
+                    None if w.expected is None else w.expected.to_dict(),
+                    w.estimated_predictions,
+                ]
+                for i, w in sorted(self.windows.items())
+            ],
+            "recent": self.recent.to_dict(),
+            "reference": self.reference.to_dict(),
+            "reference_ready": self.reference_ready,
+            "baseline": self.baseline,
+            "baseline_se": self.baseline_se,
+            "calibrator": None if self.calibrator is None else self.calibrator.to_dict(),
+            "cusum": None if self.cusum is None else self.cusum.to_dict(),
+            "firing": self.firing,
+            "concept_firing": self.concept_firing,
+            "last_concept_alarm": self.last_concept_alarm,
+            "joined_total": self.joined_total,
+            "invalid_labels": self.invalid_labels,
+            "delay_counts": self.delay_counts,
+            "delay_sum_seconds": self.delay_sum_seconds,
+            "judged_window": self.judged_window,
+            "judged": self.judged,
+        }
+
+    @classmethod
+    def from_dict(
+        cls, d: dict[str, Any], model_id: str, settings: PerformanceSettings, false_alarm_events: float
+    ) -> PerformanceTracker:
+        t = cls(model_id, settings, false_alarm_events)
+        t.task = d["task"]
+        t.class_names = list(d["class_names"])
+        t.classes = {n: i for i, n in enumerate(t.class_names)}
+        t.join = LabelJoin.from_dict(d["join"])
+        for i, preds, rows, expected, est_n in d["windows"]:
+            w = t._window(int(i))
+            w.predictions, w.rows, w.estimated_predictions = int(preds), Rows.from_dict(rows), int(est_n)
+            w.expected = None if expected is None else ExpectedConfusion.from_dict(expected)
+        t.recent = Rows.from_dict(d["recent"])
+        t.reference = Rows.from_dict(d["reference"])
+        t.reference_ready = bool(d["reference_ready"])
+        t.baseline, t.baseline_se = dict(d["baseline"]), dict(d["baseline_se"])
+        t.calibrator = None if d["calibrator"] is None else BinnedCalibrator.from_dict(d["calibrator"])
+        t.cusum = None if d["cusum"] is None else CUSUM.from_dict(d["cusum"])
+        t.firing = dict(d["firing"])
+        t.concept_firing = bool(d["concept_firing"])
+        t.last_concept_alarm = int(d["last_concept_alarm"])
+        t.joined_total = int(d["joined_total"])
+        t.invalid_labels = int(d["invalid_labels"])
+        t.delay_counts = np.asarray(d["delay_counts"], dtype=np.int64)
+        t.delay_sum_seconds = float(d["delay_sum_seconds"])
+        t.judged_window = d["judged_window"]
+        t.judged = dict(d["judged"])
+        return t
+
+
+def _change_start(times: IntArray, errors: FloatArray, reference: float) -> int | None:
+    """When the errors of the recent labelled events, in prediction-time order, most likely
+    started to exceed the reference: the split that maximises the excess after it.
+
+    Labels arrive in any order, so the detector's own start (a position in arrival order) is a
+    poor date; re-sorting the recent events by prediction time recovers it.
+    """
+    if len(times) < 2:
+        return None
+    order = np.argsort(times, kind="stable")
+    e = errors[order]
+    level = (reference + float(e.mean())) / 2  # halfway between before and now
+    gain = np.cumsum((e - level)[::-1])[::-1]  # excess from each split to the end
+    return int(times[order][int(np.argmax(gain))])
+
+
+def _number(v: Any) -> float:
+    return float(v) if type(v) in (int, float) else float("nan")
+
+
+def _normalised(scores: FloatArray, k: int) -> FloatArray:
+    s = np.nan_to_num(_pad(scores, len(scores), k), nan=0.0)
+    total = s.sum(axis=1, keepdims=True)
+    out: FloatArray = np.where(total > 0, s / np.where(total > 0, total, 1.0), 1.0 / k)
+    return out
+
+
+def _z(confidence: float) -> float:
+    from scipy.special import ndtri
+
+    return float(ndtri((1 + confidence) / 2))
+
+
+__all__ = ["DELAY_BUCKETS", "PerformanceTracker", "class_name"]
