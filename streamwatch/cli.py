@@ -22,6 +22,8 @@ import yaml
 from streamwatch import __version__
 from streamwatch.alerts import describe
 from streamwatch.config import ConfigError, Settings, load_config
+from streamwatch.logs import configure_logging
+from streamwatch.simulate import SCENARIOS
 
 log = logging.getLogger("streamwatch")
 
@@ -40,7 +42,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if getattr(args, "bootstrap_servers", None):
         overrides["kafka"] = {"bootstrap_servers": args.bootstrap_servers}
-    return load_config(args.config, **overrides)
+    settings = load_config(args.config, **overrides)
+    # the config's logging block applies from here on; flags on the command line win
+    configure_logging(args.log_level or settings.logging.level, args.log_format or settings.logging.format)
+    return settings
+
+
+def _default_log_format() -> str:
+    return "text" if sys.stderr.isatty() else "json"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -113,9 +122,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from streamwatch.simulate import Scenario, generate
+    from streamwatch.simulate import DEFAULT_START_MS, Scenario, generate
 
-    start_ms = int(time.time() * 1000) if args.start == "now" else None
+    start_ms = int(time.time() * 1000) if args.start == "now" else DEFAULT_START_MS
     try:
         scenario = Scenario(
             name=args.scenario,
@@ -127,7 +136,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             shift_sigmas=args.shift,
             rate_per_second=args.rate,
             seed=args.seed,
-            **({"start_ms": start_ms} if start_ms is not None else {}),
+            start_ms=start_ms,
+            label_share=args.label_share,
+            label_delay_seconds=args.label_delay,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -199,12 +210,59 @@ def cmd_check(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from streamwatch.profile import ProfileError, ProfileUsageError, profile_file, save_profile
+
+    if not args.data.is_file():
+        raise UsageError(f"{args.data} does not exist or is not a file")
+    if args.chunk_rows < 1:
+        raise UsageError(f"--chunk-rows must be at least 1, got {args.chunk_rows}")
+    try:
+        profile = profile_file(
+            args.data,
+            args.model,
+            args.label_column,
+            args.prediction_column,
+            args.score_columns,
+            chunk_rows=args.chunk_rows,
+        )
+    except ProfileUsageError as e:
+        raise UsageError(str(e)) from None
+    except (ProfileError, OSError) as e:
+        print(f"streamwatch profile: cannot profile {args.data}: {e}", file=sys.stderr)
+        return FAILURE
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        save_profile(profile, args.out)
+    except OSError as e:
+        print(f"streamwatch profile: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
+        return FAILURE
+    feats = profile["features"].values()
+    n_num = sum(f["type"] == "numeric" for f in feats)
+    print(
+        f"profiled {profile['rows']:,} rows of {args.data}: {n_num} numeric and {len(feats) - n_num} "
+        f"categorical features{', with metrics' if profile['metrics'] else ''}; "
+        f"wrote {args.out} ({profile['content_hash'][:19]})"
+    )
+    return OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="streamwatch", description="Watch ML models in production from their event streams."
     )
     p.add_argument("--version", action="version", version=f"streamwatch {__version__}")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=["debug", "info", "warning", "error"],
+        help="overrides logging.level of the config (default info)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        help="overrides logging.format of the config (default: text on a terminal, else json)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_arg(sp: argparse.ArgumentParser, required: bool = True) -> None:
@@ -252,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate prediction and label events with an injected change and its ground truth.",
     )
     config_arg(s, required=False)
-    s.add_argument("--scenario", default="mean_shift", choices=["none", "mean_shift"])
+    s.add_argument("--scenario", default="mean_shift", choices=SCENARIOS)
     s.add_argument("--model", default="credit-risk", help="model_id of the events")
     s.add_argument("--events", type=int, default=20_000)
     s.add_argument(
@@ -266,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shift", type=float, default=1.0, help="mean shift in standard deviations")
     s.add_argument("--rate", type=float, default=100.0, help="events per second of event time")
     s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--label-share", type=float, default=0.5, help="share of predictions that get a label")
+    s.add_argument("--label-delay", type=float, default=600.0, help="mean label delay, seconds of event time")
     s.add_argument(
         "--start",
         choices=["fixed", "now"],
@@ -293,17 +353,29 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a config and print what would be monitored")
     config_arg(c)
     c.set_defaults(func=cmd_check)
+
+    pf = sub.add_parser(
+        "profile",
+        help="build a model's reference profile from development data",
+        description="Profile a CSV, Parquet or JSON Lines table (read in chunks) into a versioned "
+        "JSON reference: per-feature types, missing rates, quantiles, histograms, categories, "
+        "correlations and development-set metrics. See docs/profiles.md.",
+    )
+    pf.add_argument("--data", type=Path, required=True, help="the table: .csv, .parquet or .jsonl")
+    pf.add_argument("--model", required=True, help="model_id the profile is for")
+    pf.add_argument("--label-column", help="column with the true label (or target value)")
+    pf.add_argument("--prediction-column", help="column with the model's prediction")
+    pf.add_argument("--score-columns", nargs="+", default=[], metavar="C", help="columns with model scores")
+    pf.add_argument("--chunk-rows", type=int, default=50_000, help="rows read at a time (default 50000)")
+    pf.add_argument("--out", type=Path, required=True, help="where to write the profile (JSON)")
+    pf.set_defaults(func=cmd_profile)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level or "info", args.log_format or _default_log_format())
     if args.command == "simulate" and not (args.out or args.to_kafka):
         parser.error("simulate needs --out DIR or --to-kafka")
     try:

@@ -19,6 +19,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+_PROFILES: dict[str, dict[str, Any]] = {}  # loaded reference profiles by path
 _SECRET_KEYS = ("password", "secret", "token", "key.password", "sasl.jaas.config")
 
 
@@ -76,9 +77,89 @@ class DriftSettings(_Strict):
         return self
 
 
+class PerformanceSettings(_Strict):
+    """The label join and the performance checks of a model (see docs/performance.md)."""
+
+    task: Literal["auto", "classification", "regression"] = Field(
+        "auto", description="auto: regression when predictions carry a value, else classification"
+    )
+    positive_class: str | None = Field(
+        None, description="class whose precision/recall/F1 are reported (binary; default: the larger name)"
+    )
+    label_ttl_seconds: float = Field(
+        7 * 86400.0, gt=0, description="event time a prediction waits for its label"
+    )
+    label_wait_seconds: float = Field(
+        3600.0, ge=0, description="event time a label that came before its prediction waits for it"
+    )
+    max_open_predictions: int = Field(
+        200_000, ge=100, description="cap of the label store; beyond it ids are hash-sampled"
+    )
+    window_seconds: float = Field(
+        3600.0, gt=0, description="prediction-time window of the time-based metrics"
+    )
+    window_events: int = Field(1000, ge=10, description="joined events in the count-based window")
+    reference_labels: int = Field(
+        1000, ge=50, description="first joined events that set the baseline when none is configured"
+    )
+    baseline: dict[str, float] = Field(
+        default_factory=dict, description="development-set metrics, e.g. {accuracy: 0.91, roc_auc: 0.95}"
+    )
+    baseline_events: int | None = Field(
+        None, ge=1, description="size of the development set behind `baseline` (for its interval)"
+    )
+    tolerance: float = Field(0.02, ge=0, description="degradation below the baseline that is ignored")
+    confidence: float = Field(0.99, gt=0.5, lt=1, description="confidence of the performance intervals")
+    min_coverage: float = Field(0.5, gt=0, le=1, description="label coverage a window needs to be judged")
+    min_labels: int = Field(200, ge=10, description="joined events a window needs to be judged")
+    concept_drift: bool = Field(True, description="run a CUSUM on the per-event error stream")
+    concept_min_shift: float = Field(0.3, gt=0, description="smallest error increase worth catching, in sd")
+    estimate: bool = Field(True, description="estimate classification performance from scores (CBPE)")
+    max_classes: int = Field(50, ge=2, le=1000, description="classes tracked; further ones share one")
+
+
+class QualitySettings(_Strict):
+    """Dev-prod and data-quality checks of each model's features (see docs/profiles.md)."""
+
+    enabled: bool = Field(
+        True, description="run the unit-change, column-swap, new-category and quality checks"
+    )
+    window_size: int = Field(500, ge=100, description="recent events each check looks at")
+    step: int = Field(100, ge=1, description="events between two evaluations of the window")
+    alpha: float = Field(
+        1e-6, gt=0, lt=0.01, description="false-alarm level of each check, per feature and window"
+    )
+    new_category_min_count: int = Field(3, ge=1, description="events a new category needs to matter")
+    new_category_min_share: float = Field(
+        0.005, ge=0, le=1, description="share of the window a new category needs to matter"
+    )
+    new_category_max_tracked: int = Field(100, ge=1, description="distinct new values counted by name")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QualitySettings:
+        if self.window_size % self.step:
+            raise ValueError(f"window_size ({self.window_size}) must be a multiple of step ({self.step})")
+        return self
+
+
 class ModelSettings(_Strict):
     features: dict[str, FeatureType] = Field(min_length=1)
     drift: DriftSettings | None = None
+    performance: PerformanceSettings | None = None
+    # reference profile (`streamwatch profile --out ...`) for the dev-prod checks; without one
+    # the warm-up events are the reference
+    profile: str | None = Field(None, description="path of the model's reference profile JSON")
+
+    def reference_profile(self) -> dict[str, Any] | None:
+        """The configured profile, loaded and verified (cached per path), or None."""
+        if self.profile is None:
+            return None
+        from streamwatch.profile import load_profile  # imported here: keeps config import light
+
+        cached = _PROFILES.get(self.profile)
+        if cached is None:
+            cached = _PROFILES[self.profile] = load_profile(self.profile)
+        return cached
 
     @field_validator("features", mode="before")
     @classmethod
@@ -113,6 +194,9 @@ class TopicSettings(_Strict):
     labels: str = "labels"
     alerts: str = "streamwatch.alerts"
     dead_letters: str = "streamwatch.dead-letters"
+    state: str = Field(
+        "streamwatch.state", description="compacted state topic, co-partitioned with the input"
+    )
     create: bool = Field(True, description="create missing topics at start")
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
@@ -124,9 +208,39 @@ class BatchSettings(_Strict):
     commit_interval_seconds: float = Field(2.0, gt=0)
 
 
+class StateSettings(_Strict):
+    """Checkpoints of per-model state to the state topic, and the delivery guarantee."""
+
+    mode: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once",
+        description="exactly_once: state, alerts, dead letters and offsets commit in one transaction",
+    )
+    checkpoint_interval_seconds: float | None = Field(
+        None, gt=0, description="seconds between checkpoints (default: batch.commit_interval_seconds)"
+    )
+    instance_id: str | None = Field(
+        None,
+        min_length=1,
+        description="stable id of this worker slot (e.g. the pod name): static group membership "
+        "and the transactional.id; unset: a random id per process",
+    )
+    transaction_timeout_seconds: float = Field(60.0, ge=1, description="Kafka transaction timeout")
+    restore_timeout_seconds: float = Field(120.0, gt=0, description="longest wait to rebuild state")
+
+
 class MetricsSettings(_Strict):
     host: str = "0.0.0.0"
     port: int = Field(9400, ge=0, le=65535)
+
+
+class LoggingSettings(_Strict):
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
 
 
 class Settings(BaseSettings):
@@ -141,7 +255,11 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     models: dict[str, ModelSettings] = Field(min_length=1)
 
     @classmethod
@@ -163,6 +281,14 @@ class Settings(BaseSettings):
             return self.drift
         merged = {**self.drift.model_dump(), **own.model_dump(include=own.model_fields_set)}
         return DriftSettings(**merged)
+
+    def performance_for(self, model_id: str) -> PerformanceSettings:
+        """The global performance block with the model's own fields laid over it."""
+        own = self.models[model_id].performance
+        if own is None:
+            return self.performance
+        merged = {**self.performance.model_dump(), **own.model_dump(include=own.model_fields_set)}
+        return PerformanceSettings(**merged)
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -5,6 +5,7 @@ time (no per-event ``labels()`` calls on the hot path), and a small HTTP server 
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -12,13 +13,15 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from streamwatch import __version__
 from streamwatch.decode import Reason
 from streamwatch.engine import Engine
+from streamwatch.monitor import ModelMonitor
+from streamwatch.performance.tracker import DELAY_BUCKETS, Readout
 
 
 class EngineCollector(Collector):
@@ -54,6 +57,16 @@ class EngineCollector(Collector):
                 for m in e.monitors.values()
             ]
             silent = [m for m in e.settings.models if m not in e.monitors]
+            readouts = [
+                (m.model_id, m.performance.readout())
+                for m in e.monitors.values()
+                if m.performance is not None
+            ]
+            outputs = [
+                (m.model_id, which, _drift_state(o))
+                for m in e.monitors.values()
+                for which, o in m.outputs.items()
+            ]
 
         info = GaugeMetricFamily("streamwatch_build_info", "streamwatch build", labels=["version"])
         info.add_metric([__version__], 1)
@@ -141,6 +154,8 @@ class EngineCollector(Collector):
             events.add_metric([model, "label"], 0)
             ready.add_metric([model], 0.0)
         yield from (events, ready, score, threshold, status, missing, invalid)
+        yield from _output_families(outputs)
+        yield from _performance_families(readouts)
 
         total = CounterMetricFamily(
             "streamwatch_alerts", "Alert events emitted", labels=["model", "kind", "status"]
@@ -154,6 +169,131 @@ class EngineCollector(Collector):
         for (model, kind), v in sorted(firing_now.items()):
             af.add_metric([model, kind], v)
         yield af
+
+
+DriftState = tuple[list[str], list[str], list[float], list[float], list[bool]]
+
+
+def _drift_state(m: ModelMonitor) -> DriftState:
+    stats = list(m.tests.statistics) if m.tests is not None else []
+    return list(m.feature_names), stats, m.scores.tolist(), m.thresholds.tolist(), m.firing.tolist()
+
+
+def _output_families(outputs: list[tuple[str, str, DriftState]]) -> Iterator[Metric]:
+    labels = ["model", "output", "name", "detector"]
+    score = GaugeMetricFamily(
+        "streamwatch_output_drift_score",
+        "Drift statistic of the model's predictions or labels",
+        labels=labels,
+    )
+    threshold = GaugeMetricFamily(
+        "streamwatch_output_drift_threshold", "Score above which the output drifts", labels=labels
+    )
+    status = GaugeMetricFamily(
+        "streamwatch_output_drift_status", "1 while an output drift alert fires", labels=labels
+    )
+    for model, which, (names, stats, scores, thr, firing) in outputs:
+        for j, name in enumerate(names[: len(stats)]):
+            key = [model, which, name, stats[j]]
+            if not math.isnan(scores[j]):
+                score.add_metric(key, scores[j])
+                threshold.add_metric(key, thr[j])
+            status.add_metric(key, 1.0 if firing[j] else 0.0)
+    yield from (score, threshold, status)
+
+
+def _performance_families(readouts: list[tuple[str, Readout]]) -> Iterator[Metric]:
+    labels_total = CounterMetricFamily(
+        "streamwatch_labels", "Label events by what became of them", labels=["model", "outcome"]
+    )
+    waiting = GaugeMetricFamily(
+        "streamwatch_labels_waiting",
+        "Labels that came before their prediction, still waiting",
+        labels=["model"],
+    )
+    open_ = GaugeMetricFamily(
+        "streamwatch_predictions_open", "Predictions in the label store awaiting labels", labels=["model"]
+    )
+    sample = GaugeMetricFamily(
+        "streamwatch_label_store_sample_ratio",
+        "Share of event ids the label store keeps (1 until its cap is reached)",
+        labels=["model"],
+    )
+    delay = HistogramMetricFamily(
+        "streamwatch_label_delay_seconds", "Event time from prediction to its label", labels=["model"]
+    )
+    coverage = GaugeMetricFamily(
+        "streamwatch_label_coverage_ratio",
+        "Joined labels over predictions in a prediction-time window",
+        labels=["model", "window"],
+    )
+    perf = GaugeMetricFamily(
+        "streamwatch_performance",
+        "Model performance from joined labels (window: judged = newest judged prediction-time "
+        "window, recent = last joined events)",
+        labels=["model", "metric", "class", "window"],
+    )
+    base = GaugeMetricFamily(
+        "streamwatch_performance_baseline",
+        "Baseline the performance is judged against",
+        labels=["model", "metric"],
+    )
+    status = GaugeMetricFamily(
+        "streamwatch_performance_status", "1 while a performance alert fires", labels=["model", "metric"]
+    )
+    est = GaugeMetricFamily(
+        "streamwatch_estimated_performance",
+        "Performance estimated from calibrated scores before labels arrive (CBPE)",
+        labels=["model", "metric", "window"],
+    )
+    gap = GaugeMetricFamily(
+        "streamwatch_estimated_performance_gap",
+        "Estimate minus realised value in the judged window",
+        labels=["model", "metric"],
+    )
+    concept = GaugeMetricFamily(
+        "streamwatch_concept_drift_score", "CUSUM statistic on the error stream", labels=["model"]
+    )
+    concept_thr = GaugeMetricFamily(
+        "streamwatch_concept_drift_threshold", "CUSUM threshold on the error stream", labels=["model"]
+    )
+    concept_status = GaugeMetricFamily(
+        "streamwatch_concept_drift_status", "1 while a concept-drift alert fires", labels=["model"]
+    )
+    bounds = [str(b) for b in DELAY_BUCKETS] + ["+Inf"]
+    for model, r in readouts:
+        for outcome, n in sorted(r.outcomes.items()):
+            # a joined label without a usable value is counted once, as invalid
+            labels_total.add_metric(
+                [model, outcome], n - (r.outcomes["invalid"] if outcome == "joined" else 0)
+            )
+        waiting.add_metric([model], r.waiting)
+        open_.add_metric([model], r.open_predictions)
+        sample.add_metric([model], r.sample_rate)
+        cumulative = [float(c) for c in itertools.accumulate(r.delay_counts)]
+        delay.add_metric([model], list(zip(bounds, cumulative, strict=True)), sum_value=r.delay_sum)
+        for window, v in sorted(r.coverage.items()):
+            if not math.isnan(v):
+                coverage.add_metric([model, window], v)
+        for window, values in sorted(r.performance.items()):
+            for key, v in sorted(values.items()):
+                metric, _, code = key.partition("/")
+                cls = r.classes[int(code)] if code else ""
+                perf.add_metric([model, metric, cls, window], v)
+        for metric, v in sorted(r.baseline.items()):
+            base.add_metric([model, metric], v)
+            status.add_metric([model, metric], 1.0 if r.firing.get(metric) else 0.0)
+        for window, values in sorted(r.estimated.items()):
+            for metric, v in sorted(values.items()):
+                est.add_metric([model, metric, window], v)
+        for metric, v in sorted(r.gap.items()):
+            gap.add_metric([model, metric], v)
+        if r.concept is not None:
+            concept.add_metric([model], r.concept[0])
+            concept_thr.add_metric([model], r.concept[1])
+            concept_status.add_metric([model], 1.0 if r.concept[2] else 0.0)
+    yield from (labels_total, waiting, open_, sample, delay, coverage, perf, base, status, est, gap)
+    yield from (concept, concept_thr, concept_status)
 
 
 class Health:

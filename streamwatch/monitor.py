@@ -20,11 +20,16 @@ Beside the features, the monitor owns the model's :class:`~streamwatch.performan
 (label join, performance windows, concept drift, estimates) and two small monitors of the same
 kind for the model's outputs: one over the predicted class and score (or value), raising
 ``prediction_drift``, and one over the labels in arrival order, raising ``label_drift``.
+
+The model's own monitor also owns a :class:`~streamwatch.quality.watch.QualityWatch` (unit
+change, column swap, new category, data quality) against the configured profile or, without one,
+the warm-up events; a feature whose drift a firing unit change or swap explains raises no
+``data_drift`` alert of its own (see :meth:`ModelMonitor._route_drift`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +38,7 @@ import orjson
 
 from streamwatch.alerts import Alert
 from streamwatch.columns import FeatureSchema
-from streamwatch.config import DriftSettings, FeatureType, PerformanceSettings
+from streamwatch.config import DriftSettings, FeatureType, PerformanceSettings, QualitySettings
 from streamwatch.decode import LabelGroup, PredictionGroup
 from streamwatch.detectors.base import Detection
 from streamwatch.detectors.cusum import CUSUM
@@ -41,10 +46,11 @@ from streamwatch.detectors.window import FeatureWindowTests
 from streamwatch.events import format_timestamp
 from streamwatch.performance import PerformanceTracker
 from streamwatch.performance.tracker import class_name
+from streamwatch.quality.watch import QualityWatch, invalid_rows
 from streamwatch.sketches import BlockWindow, ReferenceBins
 
 SNAPSHOT_FORMAT = "streamwatch.model-monitor"
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4  # 4: quality watch, withheld and held drift alerts
 # the kind of alert each monitor raises, and how its messages name what drifted
 OUTPUT_UNITS = 4  # budget units of the prediction (2), label (1) and concept-drift (1) detectors
 SUBJECTS = {"data_drift": "Feature", "prediction_drift": "Prediction", "label_drift": "Label"}
@@ -72,6 +78,8 @@ class ModelMonitor:
         performance: PerformanceSettings | None = None,
         kind: str = "data_drift",
         budget_units: int | None = None,
+        profile: dict[str, Any] | None = None,
+        quality: QualitySettings | None = None,
     ) -> None:
         self.model_id = model_id
         self.kind = kind
@@ -107,6 +115,17 @@ class ModelMonitor:
         self.cusums: list[CUSUM | None] = []  # per numeric feature; None: constant reference
         # event times of the last window, to date a CUSUM's change start
         self._times = np.zeros(drift.window_size, dtype=np.int64)
+        # dev-prod and data-quality checks (model monitor only): from the profile when one is
+        # configured, else built from the warm-up reference in _fit_reference
+        self.quality_settings = quality or QualitySettings()
+        self.quality: QualityWatch | None = None
+        if kind == "data_drift" and self.quality_settings.enabled and profile is not None:
+            self.quality = QualityWatch.from_profile(
+                model_id, self.schema.numeric, self.schema.categorical, profile, self.quality_settings
+            )
+        self.withheld = np.zeros(n, dtype=bool)  # drift firing whose alert a quality alert replaced
+        self._held: list[Alert] = []  # drift alerts waiting for the quality checks to decide
+        self._batch_rows = 0
 
     # -- budget ---------------------------------------------------------------------------
 
@@ -237,6 +256,7 @@ class ModelMonitor:
         times = np.asarray(group.times_ms, dtype=np.int64)
         self.missing += cols.missing
         self.invalid += cols.invalid
+        had_quality, self._batch_rows = self.quality is not None, n
         start = 0
         if self.bins is None:
             start = min(n, self.settings.reference_size - self._ref_rows)
@@ -264,9 +284,102 @@ class ModelMonitor:
             for hit in hits[k:]:
                 alerts += self._cusum_alarm(*hit, times, start, first, group.versions)
             self._remember_times(times[start:], first)
+        if self.quality is not None:
+            alerts = self._with_quality(group, cols, times, 0 if had_quality else start, alerts)
         self.events_seen += n
         self.model_version = group.versions[-1]
         return alerts + self._observe_outputs(group)
+
+    # -- quality checks and "one root cause, one alert" --------------------------------------
+
+    def _with_quality(
+        self, group: PredictionGroup, cols: Any, times: IntArray, q_start: int, alerts: list[Alert]
+    ) -> list[Alert]:
+        """Feed the quality watch in event order between this batch's drift alerts (so what it
+        explains does not depend on batch boundaries) and route those alerts through it."""
+        q = self.quality
+        assert q is not None
+        bad = invalid_rows(group.features, self.schema.numeric, self.schema.categorical, cols.invalid)
+        out: list[Alert] = []
+        pos = q_start
+        wait = q.settings.window_size + q.settings.step
+        # the features drifting before this batch's drift alerts, then as they are routed
+        drifting = {self.schema.names[j] for j in np.flatnonzero(self.firing).tolist()}
+        for a in reversed(alerts):
+            if a.feature is not None:
+                (drifting.discard if a.status == "firing" else drifting.add)(a.feature)
+        q.drifting = drifting
+
+        def feed(upto: int) -> None:
+            nonlocal pos
+            while pos < upto:
+                stop = upto  # held alerts are decided exactly at their deadline
+                if self._held:
+                    due = min(h.events_seen for h in self._held) + wait - self.events_seen
+                    stop = min(upto, max(pos + 1, due))
+                out.extend(
+                    q.update(
+                        cols.numeric[pos:stop],
+                        cols.categorical[pos:stop],
+                        None if bad is None else bad[pos:stop],
+                        times[pos:stop],
+                        group.versions[pos:stop],
+                        self.events_seen + pos,
+                        self.schema.vocabulary,
+                    )
+                )
+                pos = stop
+                out.extend(self._release_held())
+
+        for a in sorted(alerts, key=lambda a: a.events_seen):
+            feed(min(len(times), a.events_seen - self.events_seen))
+            out.extend(self._route_drift(a))
+            if a.feature is not None:
+                (q.drifting.add if a.status == "firing" else q.drifting.discard)(a.feature)
+        feed(len(times))
+        out.extend(self._release_held())
+        return sorted(out, key=lambda a: a.events_seen)  # stable: event order, whatever the batches
+
+    def _route_drift(self, a: Alert) -> list[Alert]:
+        """One root cause, one alert: a drift alert of a feature that a firing unit change or
+        column swap explains is withheld (the feature stays marked firing, so the same cause does
+        not fire it again, and its resolution is withheld too); one that such a change could
+        explain is held until the quality checks have seen a window (``_release_held``)."""
+        assert self.quality is not None
+        j = self.schema.names.index(a.feature) if a.feature in self.schema.names else -1
+        if j < 0:
+            return [a]
+        if a.status == "firing":
+            if a.feature in self.quality.explained:
+                self.withheld[j] = True
+                return []
+            if a.feature is not None and self.quality.suspect(a.feature, a.change_started_at_ms):
+                self._held.append(a)
+                return []
+            return [a]
+        if self.withheld[j]:
+            self.withheld[j] = False
+            return []
+        held = [h for h in self._held if h.feature == a.feature]
+        self._held = [h for h in self._held if h.feature != a.feature]
+        return [*held, a]
+
+    def _release_held(self) -> list[Alert]:
+        if not self._held:
+            return []
+        q = self.quality
+        assert q is not None
+        wait = q.settings.window_size + q.settings.step
+        out, keep = [], []
+        for h in self._held:
+            if h.feature in q.explained:
+                self.withheld[self.schema.names.index(h.feature)] = True
+            elif q.position >= h.events_seen + wait:
+                out.append(h)
+            else:
+                keep.append(h)
+        self._held = keep
+        return out
 
     def _fit_reference(self) -> None:
         numeric = np.concatenate(self._ref_numeric)
@@ -293,6 +406,14 @@ class ModelMonitor:
                     rebaseline=False,
                 )
                 self.cusums.append(c)
+        if self.kind == "data_drift" and self.quality_settings.enabled and self.quality is None:
+            # the warm-up's invalid rate, from the counts of the batches seen so far
+            rows = max(1, self.events_seen + self._batch_rows)
+            self.quality = QualityWatch.from_sample(
+                self.model_id, self.schema.numeric, self.schema.categorical, numeric, codes,
+                self.schema.vocabulary, np.minimum(self.invalid / rows, 1.0), self.quality_settings,
+                start_index=self.settings.reference_size,
+            )  # fmt: skip
         self._ref_numeric, self._ref_codes = [], []
 
     def _make_tests(self) -> None:
@@ -516,6 +637,10 @@ class ModelMonitor:
             "reference_counts": None,
             "window": None,
             "cusums": [None if c is None else c.to_dict() for c in self.cusums],
+            "quality_settings": self.quality_settings.model_dump(),
+            "quality": None if self.quality is None else self.quality.to_dict(),
+            "withheld": self.withheld,
+            "held": [asdict(h) for h in self._held],
         }
         if self.bins is None:
             doc["reference_buffer"] = {
@@ -562,7 +687,12 @@ class ModelMonitor:
             performance=None if perf is None else PerformanceSettings(**perf),
             kind=doc["kind"],
             budget_units=int(doc["budget_units"]),
+            quality=QualitySettings(**doc["quality_settings"]),
         )
+        if doc["quality"] is not None:
+            m.quality = QualityWatch.from_dict(doc["quality"])
+        m.withheld = np.asarray(doc["withheld"], dtype=bool)
+        m._held = [Alert(**h) for h in doc["held"]]
         if m.performance is not None and doc["performance"] is not None:
             m.performance = PerformanceTracker.from_dict(
                 doc["performance"], m.model_id, m.performance.settings, m.performance.false_alarm_events

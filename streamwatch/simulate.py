@@ -25,7 +25,17 @@ NUMERIC_SCALES = [
 ]
 COUNTRIES = ["DE", "FR", "NL", "IT", "ES"]
 COUNTRY_P = [0.35, 0.25, 0.15, 0.15, 0.10]
-SCENARIOS = ("none", "mean_shift", "covariate_shift", "concept_drift")
+SCENARIOS = (
+    "none",
+    "mean_shift",
+    "covariate_shift",
+    "concept_drift",
+    # dev-prod discrepancies (streamwatch.quality): applied after all random draws of the stream
+    "unit_change",
+    "column_swap",
+    "new_category",
+    "missing_feature",
+)
 DEFAULT_START_MS = 1_798_761_600_000  # 2027-01-01T00:00:00Z: a fixed start keeps runs identical
 
 
@@ -49,6 +59,11 @@ class Scenario:
     label_share: float = 0.5
     label_delay_seconds: float = 600.0
     seed: int = 7
+    unit_factor: float = 2.54  # unit_change: shift_feature becomes factor * value + unit_offset
+    unit_offset: float = 0.0
+    swap_with: str = "tenure_months"  # column_swap: shift_feature and this one trade values
+    new_category: str = "XX"  # new_category: a country never seen before, at new_category_share
+    new_category_share: float = 0.02
     features: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -57,8 +72,11 @@ class Scenario:
         if not 1 <= self.numeric_features <= 50:
             raise ValueError("numeric_features must be between 1 and 50")
         self.features = numeric_names(self.numeric_features)
-        if self.name == "mean_shift" and self.shift_feature not in self.features:
+        uses = ("mean_shift", "unit_change", "column_swap", "missing_feature")
+        if self.name in uses and self.shift_feature not in self.features:
             raise ValueError(f"shift_feature {self.shift_feature!r} is not among {self.features}")
+        if self.name == "column_swap" and self.swap_with not in self.features:
+            raise ValueError(f"swap_with {self.swap_with!r} is not among {self.features}")
 
     def time_ms(self, i: int) -> int:
         return self.start_ms + int(i * 1000 / self.rate_per_second)
@@ -99,6 +117,37 @@ class Scenario:
                     "change": f"labels flip where {self.features[0]} is above its mean; inputs unchanged",
                     **at,
                 }
+            )
+        elif self.name == "unit_change":
+            changes.append(
+                {
+                    "kind": "unit_change",
+                    "feature": self.shift_feature,
+                    "change": f"value * {self.unit_factor:g} + {self.unit_offset:g}",
+                    **at,
+                }
+            )
+        elif self.name == "column_swap":
+            changes.append(
+                {
+                    "kind": "column_swap",
+                    "feature": ",".join(sorted([self.shift_feature, self.swap_with])),
+                    "change": f"{self.shift_feature} and {self.swap_with} swapped",
+                    **at,
+                }
+            )
+        elif self.name == "new_category":
+            changes.append(
+                {
+                    "kind": "new_category",
+                    "feature": "country",
+                    "change": f"new value {self.new_category!r} at {self.new_category_share:.1%} share",
+                    **at,
+                }
+            )
+        elif self.name == "missing_feature":
+            changes.append(
+                {"kind": "data_quality", "feature": self.shift_feature, "change": "always null", **at}
             )
         return {
             "scenario": self.name,
@@ -170,4 +219,26 @@ def generate(s: Scenario) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 )
             )
     labels.sort(key=lambda p: p[0])
+    _plant_discrepancy(s, predictions)
     return predictions, [e for _, e in labels]
+
+
+def _plant_discrepancy(s: Scenario, predictions: list[dict[str, Any]]) -> None:
+    """The dev-prod scenarios edit the events' features after the change (predictions and labels
+    stay those of the true inputs); their own draws use a separate generator."""
+    after = [p["features"] for p in predictions[s.change_at :]]
+    if s.name == "unit_change":
+        for f in after:
+            f[s.shift_feature] = round(f[s.shift_feature] * s.unit_factor + s.unit_offset, 4)
+    elif s.name == "column_swap":
+        a, b = s.shift_feature, s.swap_with
+        for f in after:
+            f[a], f[b] = f[b], f[a]
+    elif s.name == "missing_feature":
+        for f in after:
+            f[s.shift_feature] = None
+    elif s.name == "new_category":
+        hit = np.random.default_rng([s.seed, 5]).random(len(after)) < s.new_category_share
+        for f, h in zip(after, hit.tolist(), strict=True):
+            if h:
+                f["country"] = s.new_category

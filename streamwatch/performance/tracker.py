@@ -165,6 +165,30 @@ class Window:
     judged_rows: int = 0  # joined rows when it was last judged
 
 
+@dataclass(slots=True)
+class Readout:
+    """A tracker's numbers for the exporter, all plain values."""
+
+    outcomes: dict[str, int]
+    waiting: int
+    open_predictions: int
+    sample_rate: float
+    delay_counts: list[int]
+    delay_sum: float
+    baseline: dict[str, float]
+    firing: dict[str, bool]
+    concept: tuple[float, float, bool] | None
+    classes: list[str] = field(default_factory=list)
+    performance: dict[str, dict[str, float]] = field(default_factory=dict)  # by window
+    coverage: dict[str, float] = field(default_factory=dict)
+    estimated: dict[str, dict[str, float]] = field(default_factory=dict)
+    gap: dict[str, float] = field(default_factory=dict)
+
+
+def _finite(d: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in d.items() if np.isfinite(v)}
+
+
 class PerformanceTracker:
     """Label join, performance metrics and their alerts for one model."""
 
@@ -196,6 +220,7 @@ class PerformanceTracker:
         self.delay_sum_seconds = 0.0
         self.judged_window: int | None = None  # newest window judged against the baseline
         self.judged: dict[str, float] = {}
+        self._readout: tuple[tuple[int, int, int], Readout] | None = None
 
     # -- classes ------------------------------------------------------------------------------
 
@@ -239,16 +264,7 @@ class PerformanceTracker:
             for i, c in zip(idx.tolist(), counts.tolist(), strict=True):
                 self._window(i).predictions += c
         if self.calibrator is not None and scores is not None:
-            calibrated = self.calibrator.transform(scores)
-            pred_codes = predicted.astype(np.int64)
-            widx = times // self.window_ms
-            for i in np.unique(widx).tolist():
-                w = self._window(i)
-                if w.expected is None:
-                    w.expected = ExpectedConfusion(len(self.class_names))
-                m = widx == i
-                w.expected.add(calibrated[m], pred_codes[m])
-                w.estimated_predictions += int(m.sum())
+            self._estimate(times, predicted, scores)
         self._expire_windows()
         if completed:
             slots = np.array([c[0] for c in completed], dtype=np.int64)
@@ -274,15 +290,39 @@ class PerformanceTracker:
             scores = np.full((len(predictions), len(self.class_names)), np.nan)
             scores[:, codes] = np.array(rows, dtype=np.float64).reshape(len(predictions), len(names))
         labels = [p.get("label") for p in predictions]
-        predicted = np.empty(len(predictions), dtype=np.float64)
-        for i, lab in enumerate(labels):
-            if lab is not None:
-                predicted[i] = self._code(class_name(lab))
-            elif scores is not None:
-                predicted[i] = float(np.nanargmax(scores[i])) if np.isfinite(scores[i]).any() else np.nan
-            else:
-                predicted[i] = np.nan
+        predicted = self._codes(labels)
+        if scores is not None:  # events without a label: the class with the highest score
+            unnamed = np.isnan(predicted) & np.isfinite(scores).any(axis=1)
+            if unnamed.any():
+                predicted[unnamed] = np.nanargmax(
+                    np.where(np.isnan(scores[unnamed]), -np.inf, scores[unnamed]), axis=1
+                )
         return predicted, scores
+
+    def _codes(self, values: list[Any]) -> FloatArray:
+        """Class codes of label values (NaN for None); text labels take a dict lookup each."""
+        get = self.classes.get
+        codes = [get(v) if type(v) is str else None for v in values]
+        for i in [i for i, c in enumerate(codes) if c is None]:
+            v = values[i]
+            codes[i] = None if v is None else self._code(class_name(v))
+        return np.array([np.nan if c is None else c for c in codes], dtype=np.float64)
+
+    def _estimate(self, times: IntArray, predicted: FloatArray, scores: FloatArray) -> None:
+        """Add predictions' calibrated probabilities to their windows' expected confusion."""
+        assert self.calibrator is not None
+        ok = np.isfinite(predicted)
+        times, predicted, scores = times[ok], predicted[ok], scores[ok]
+        calibrated = self.calibrator.transform(np.nan_to_num(scores, nan=0.0))
+        pred_codes = predicted.astype(np.int64)
+        widx = times // self.window_ms
+        for i in np.unique(widx).tolist():
+            w = self._window(i)
+            if w.expected is None:
+                w.expected = ExpectedConfusion(len(self.class_names))
+            m = widx == i
+            w.expected.add(calibrated[m], pred_codes[m])
+            w.estimated_predictions += int(m.sum())
 
     def _window(self, i: int) -> Window:
         w = self.windows.get(i)
@@ -315,7 +355,7 @@ class PerformanceTracker:
     def _encode_labels(self, labels: list[Any]) -> FloatArray:
         if self.task == "regression":
             return np.array([_number(v) for v in labels], dtype=np.float64)
-        return np.array([self._code(class_name(v)) for v in labels], dtype=np.float64)
+        return self._codes(labels)
 
     def _joined(self, joined: Joined, input_drift: list[str]) -> list[Alert]:
         if len(joined.slots) == 0 or self.task is None:
@@ -397,6 +437,12 @@ class PerformanceTracker:
             self.baseline_se = {}
         if self.task == "classification" and scores is not None and s.estimate:
             self.calibrator = BinnedCalibrator.fit(np.nan_to_num(scores, nan=0.0), y.astype(np.int64))
+            # the predictions still in the store get their estimates now: labels are often far
+            # behind, and the windows they belong to are the ones nobody can judge yet
+            j = self.join
+            live = np.sort(np.fromiter(j.index.values(), np.int64, len(j.index)))
+            if len(live) and j.scores is not None:
+                self._estimate(j.times[live], j.predicted[live], j.scores[live])
         if s.concept_drift:
             errors = self._errors(y, p)
             if np.unique(errors).size >= 2:
@@ -646,6 +692,42 @@ class PerformanceTracker:
         if w is None or w.expected is None:
             return {}
         return w.expected.metrics(self.positive)
+
+    def readout(self) -> Readout:
+        """What the exporter shows, computed once per change of state (scrapes reuse it)."""
+        key = (self.joined_total, self.join.watermark, len(self.join))
+        if self._readout is not None and self._readout[0] == key:
+            return self._readout[1]
+        r = Readout(
+            outcomes={**self.join.outcomes, "invalid": self.invalid_labels},
+            waiting=len(self.join.waiting),
+            open_predictions=len(self.join),
+            sample_rate=self.join.sample_rate,
+            delay_counts=self.delay_counts.tolist(),
+            delay_sum=self.delay_sum_seconds,
+            baseline=dict(self.baseline),
+            firing={k: v for k, v in self.firing.items() if k in self.baseline},
+            concept=(
+                (self.cusum.statistic, self.cusum.threshold, self.concept_firing)
+                if self.cusum is not None
+                else None
+            ),
+            classes=list(self.class_names),
+        )
+        r.performance["recent"] = _finite(self.metrics_of(self.recent))
+        if self.judged_window is not None and self.judged_window in self.windows:
+            r.performance["judged"] = _finite(self.judged)
+            r.coverage["judged"] = self.coverage(self.judged_window)
+            est = self.estimated(self.judged_window)
+            r.gap = {k: est[k] - v for k, v in self.judged.items() if k in est and np.isfinite(v)}
+        newest = self.current_window()
+        if newest is not None:
+            for name, i in (("current", newest), ("previous", newest - 1)):
+                if i in self.windows:
+                    r.coverage[name] = self.coverage(i)
+                    r.estimated[name] = self.estimated(i)
+        self._readout = (key, r)
+        return r
 
     # -- snapshot -------------------------------------------------------------------------------
 

@@ -1,30 +1,70 @@
-"""The Kafka worker: consume micro-batches, run the engine, publish alerts and dead letters.
+"""The Kafka worker: consume micro-batches, run the engine, publish alerts, checkpoint state.
 
-Offsets are committed only after the alerts and dead letters of the events before them have
-been delivered (at-least-once: after a crash some alerts may repeat; their ``alert_id`` is
-stable, so consumers can drop repeats). State checkpoints and exactly-once commits
-arrive with the state work (issue 6).
+Partition ``p`` of the predictions topic, partition ``p`` of the labels topic and partition
+``p`` of the state topic form one **unit**: the worker that holds both input partitions ``p``
+owns the state of every model whose events land there. Every
+``state.checkpoint_interval_seconds`` (and on revoke and shutdown) a checkpoint writes the
+snapshots of the models that changed to state partition ``p``, tagged with the input offsets
+they are consistent with, and commits the input offsets:
+
+* ``exactly_once`` (default): snapshots, alert events, dead letters and the consumer offsets
+  commit in one Kafka transaction (``send_offsets_to_transaction``). An abortable failure
+  aborts and rewinds: state is rebuilt from the state topic and the input re-read from the
+  committed offsets, which reproduces the same state and alerts (the core is deterministic).
+* ``at_least_once``: snapshots, alerts and dead letters are flushed, then offsets committed.
+  State stays exact through the offset tags; alerts after a crash may repeat (stable
+  ``alert_id``).
+
+On assignment the worker reads the committed (stable) offsets, rebuilds the units' state from
+the state topic (records whose tag is at or below the committed offsets) and only then starts
+consuming at those offsets. See docs/operations.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streamwatch.config import Settings
 from streamwatch.decode import DeadLetter, RawMessage
 from streamwatch.engine import BatchResult, Engine
 from streamwatch.exporter import Exporter
+from streamwatch.monitor import ModelMonitor
+from streamwatch.runtime.state import (
+    CHECKPOINT_KEY,
+    KIND_CHECKPOINT,
+    KIND_MODEL,
+    RestoreError,
+    RuntimeStats,
+    Tag,
+    headers,
+    read_state,
+)
 
 log = logging.getLogger("streamwatch.kafka")
+
+MAX_STATE_RECORD_BYTES = 32 * 1024 * 1024
+_CALL_TIMEOUT = 10.0  # per transactional call; retriable timeouts are retried
+CRASH_PHASES = ("before_offsets", "after_offsets", "after_commit", "in_revoke")
 
 
 class KafkaSetupError(RuntimeError):
@@ -38,8 +78,35 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return conf
 
 
+def _layered(settings: Settings, defaults: dict[str, Any], required: dict[str, Any]) -> dict[str, Any]:
+    """Our defaults, overlaid by the user's ``kafka.client``, overlaid by what correctness needs."""
+    conf: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap_servers, **defaults}
+    conf.update(settings.kafka.client)
+    conf.update(required)
+    return conf
+
+
+def state_topic_config() -> dict[str, str]:
+    return {
+        "cleanup.policy": "compact",
+        "max.message.bytes": str(MAX_STATE_RECORD_BYTES),
+        # at-least-once: a flushed but never committed snapshot must not compact away the
+        # committed one before a restore has read it
+        "min.compaction.lag.ms": str(3_600_000),
+        "segment.ms": str(3_600_000),
+    }
+
+
+def _partition_counts(admin: AdminClient, names: Iterable[str], timeout: float) -> dict[str, int]:
+    md = admin.list_topics(timeout=timeout)
+    return {n: len(md.topics[n].partitions) for n in names if n in md.topics and md.topics[n].error is None}
+
+
 def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
-    """Create the input and output topics that do not exist yet."""
+    """Create the input, output and state topics that do not exist yet.
+
+    The state topic gets the partition count of the input topics, which must agree.
+    """
     t = settings.topics
     admin = AdminClient(client_config(settings))
     try:
@@ -54,12 +121,43 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
         for name in dict.fromkeys(wanted)
         if name not in existing
     ]
+    _create(admin, new, timeout)
+    if t.state in existing:
+        return
+    counts = _wait_counts(admin, [t.predictions, t.labels], timeout)
+    if len(set(counts.values())) != 1:
+        raise KafkaSetupError(_mismatch(counts))
+    n = counts[t.predictions]
+    _create(admin, [NewTopic(t.state, n, t.replication_factor, config=state_topic_config())], timeout)
+
+
+def _wait_counts(admin: AdminClient, names: list[str], timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = _partition_counts(admin, names, timeout)
+        if len(counts) == len(set(names)) or time.monotonic() > deadline:
+            missing = [n for n in names if n not in counts]
+            if missing:
+                raise KafkaSetupError(f"topics {', '.join(missing)} do not exist")
+            return counts
+        time.sleep(0.2)
+
+
+def _mismatch(counts: dict[str, int]) -> str:
+    shown = ", ".join(f"{n}: {c}" for n, c in counts.items())
+    return (
+        f"topics must have the same number of partitions ({shown}): partition p of each holds the "
+        "same models, and the state of partition p lives in state partition p"
+    )
+
+
+def _create(admin: AdminClient, new: list[NewTopic], timeout: float) -> None:
     if not new:
         return
     for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
         try:
             fut.result(timeout)
-            log.info("created topic %s", name)
+            log.info("created topic %s", name, extra={"event": "topic_created", "topic": name})
         except KafkaException as e:
             if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise KafkaSetupError(f"cannot create topic {name}: {e.args[0].str()}") from None
@@ -71,6 +169,18 @@ def _raw(m: Message) -> RawMessage:
     return RawMessage(
         m.value(), ts if kind != 0 and ts >= 0 else None, m.topic() or "", m.partition() or 0, m.offset() or 0
     )
+
+
+def _tps(parts: Iterable[TopicPartition]) -> list[tuple[str, int]]:
+    return sorted((tp.topic, tp.partition) for tp in parts)
+
+
+def _shown(tps: Iterable[tuple[str, int]]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in tps) or "nothing"
+
+
+class _AbortError(Exception):
+    """The open transaction cannot commit: abort it and rewind."""
 
 
 class KafkaWorker:
@@ -88,106 +198,501 @@ class KafkaWorker:
         self.exporter = exporter
         self.on_alert = on_alert
         self.stop = threading.Event()
-        self._next_offsets: dict[tuple[str, int], int] = {}
+        st = settings.state
+        self.eos = st.mode == "exactly_once"
+        self.stats = RuntimeStats(mode=st.mode)
+        t = settings.topics
+        self.inputs = {t.predictions: "predictions", t.labels: "labels"}
+        self.input_topics = list(self.inputs)
+        self.held: set[tuple[str, int]] = set()  # input partitions assigned to this consumer
+        self.active: set[int] = set()  # units whose state this worker owns
+        self.positions: dict[tuple[str, int], int] = {}  # next offset to process
+        self.committed: dict[tuple[str, int], int] = {}  # what the last commit stored
+        self._txn_open = False
         self._delivery_errors = 0
         self._failed = False  # a fatal error: stop, exit 1, and commit nothing more
-        self._last_commit = time.monotonic()
-        t = settings.topics
+        self._last_checkpoint = time.monotonic()
+        self._interval = st.checkpoint_interval_seconds or settings.batch.commit_interval_seconds
+        self._op_timeout = max(30.0, st.transaction_timeout_seconds)
+        self._crash_at = os.environ.get("STREAMWATCH_TEST_CRASH_AT", "")
+        self._crash_after = int(os.environ.get("STREAMWATCH_TEST_CRASH_AFTER", "1"))
+        self._crash_seen = 0
+        self._warned: dict[tuple[int, str], float] = {}
+        instance = st.instance_id
+        user = settings.kafka.client
+        self.incremental = str(user.get("group.protocol", "classic")).lower() == "consumer"
+        required: dict[str, Any] = {
+            "group.id": settings.kafka.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",  # also: committed() returns stable offsets
+            "error_cb": self._on_error,
+        }
+        if self.incremental:
+            # KIP-848: the broker's range assignor keeps partition p of both inputs together
+            required["group.remote.assignor"] = user.get("group.remote.assignor", "range")
+        else:
+            strategy = str(user.get("partition.assignment.strategy", "range"))
+            if strategy != "range":
+                log.warning(
+                    "partition.assignment.strategy %s does not keep partition p of the predictions and "
+                    "labels topics on one worker; using range (for incremental rebalances set "
+                    "kafka.client group.protocol: consumer, brokers >= 4.0)",
+                    strategy,
+                    extra={"event": "config"},
+                )
+            required["partition.assignment.strategy"] = "range"
+        if instance:
+            required["group.instance.id"] = instance  # static membership: restarts don't rebalance
         self.consumer = Consumer(
-            client_config(
+            _layered(
                 settings,
-                **{
-                    "group.id": settings.kafka.group_id,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "isolation.level": "read_committed",
-                    "queued.max.messages.kbytes": 32768,
-                    "error_cb": self._on_error,
-                },
+                {"auto.offset.reset": "earliest", "queued.max.messages.kbytes": 32768},
+                required,
             )
         )
-        self.producer = Producer(
-            client_config(
-                settings,
-                **{
-                    "enable.idempotence": True,
-                    "linger.ms": 20,
-                    "compression.type": "lz4",
-                    "error_cb": self._on_error,
-                },
-            )
+        txn_id = f"streamwatch-{settings.kafka.group_id}-{instance or uuid.uuid4().hex}"
+        pdefaults: dict[str, Any] = {
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "message.max.bytes": MAX_STATE_RECORD_BYTES + 65536,
+        }
+        preq: dict[str, Any] = {"error_cb": self._on_error, "enable.idempotence": True}
+        if self.eos:
+            preq["transactional.id"] = txn_id
+            preq["transaction.timeout.ms"] = int(st.transaction_timeout_seconds * 1000)
+        self.producer = Producer(_layered(settings, pdefaults, preq))
+        self._restorer: Consumer | None = None
+        log.info(
+            "worker %s: %s, checkpoints every %.1f s to %s",
+            instance or "(no instance_id)",
+            st.mode,
+            self._interval,
+            t.state,
+            extra={"event": "start", "mode": st.mode, "instance_id": instance, "state_topic": t.state},
         )
-        self.inputs = {t.predictions: "predictions", t.labels: "labels"}
+
+    # -- errors and test hooks ---------------------------------------------------------------
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
-            log.error("fatal Kafka error: %s", err.str())
+            log.error("fatal Kafka error: %s", err.str(), extra={"event": "error", "code": err.name()})
             self._fail()
         elif err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
-            log.error("Kafka authentication failed: %s", err.str())
+            log.error("Kafka authentication failed: %s", err.str(), extra={"event": "error"})
             self._fail()
         else:
-            log.warning("Kafka: %s", err.str())
+            # an outage repeats the same complaint many times a second: once per 10 s is enough
+            now = time.monotonic()
+            key = (err.code(), err.str())
+            if now - self._warned.get(key, -1e9) >= 10.0:
+                self._warned[key] = now
+                log.warning("Kafka: %s", err.str(), extra={"event": "kafka_warning", "code": err.name()})
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
-            # offsets past an undelivered output must not be committed: stop, and let the
-            # restart replay from the last commit
             self._delivery_errors += 1
-            log.error("could not deliver to %s: %s; stopping", _msg.topic(), err.str())
-            self._fail()
+            if self.eos:
+                # the transaction will not commit; the checkpoint aborts and rewinds
+                log.warning("could not deliver to %s: %s", msg.topic(), err.str(), extra={"event": "error"})
+            else:
+                # offsets past an undelivered output must not be committed: stop, and let the
+                # restart replay from the last commit
+                log.error(
+                    "could not deliver to %s: %s; stopping", msg.topic(), err.str(), extra={"event": "error"}
+                )
+                self._fail()
 
     def _fail(self) -> None:
         self._failed = True
         self.stop.set()
 
-    def _on_assign(self, _c: Consumer, parts: list[TopicPartition]) -> None:
-        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in parts) or "nothing")
+    def _crash_point(self, phase: str) -> None:
+        """Test hook (STREAMWATCH_TEST_CRASH_AT=phase, _AFTER=n): die like kill -9 at that point.
+
+        ``abort`` instead makes the n-th checkpoint abort its transaction (once) and rewind.
+        """
+        if self._crash_at == "abort" and phase == "before_offsets":
+            self._crash_seen += 1
+            if self._crash_seen == self._crash_after:
+                log.warning("test hook: aborting this checkpoint", extra={"event": "test_abort"})
+                raise _AbortError
+            return
+        if self._crash_at != phase:
+            return
+        self._crash_seen += 1
+        if self._crash_seen >= self._crash_after:
+            log.warning("test hook: crashing at %s", phase, extra={"event": "test_crash", "phase": phase})
+            for h in logging.getLogger().handlers:
+                h.flush()
+            os._exit(137)
+
+    # -- rebalance callbacks -------------------------------------------------------------------
+
+    def _guarded(self, fn: Callable[[Consumer, list[TopicPartition]], None]) -> Callable[..., None]:
+        def call(c: Consumer, parts: list[TopicPartition]) -> None:
+            try:
+                fn(c, parts)
+            except _FatalError:
+                pass  # already logged; the loop stops and the process exits 1
+            except BaseException:
+                # never continue with half-restored state: exit and let the supervisor restart
+                log.exception("rebalance handling failed; stopping", extra={"event": "error"})
+                self._fail()
+                raise
+
+        return call
+
+    def _on_assign(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        new = set(_tps(parts))
+        self.held |= new
+        with self.stats.lock:
+            self.stats.rebalances += 1
+        ready = sorted(
+            {
+                p
+                for _, p in new
+                if p not in self.active and all((t, p) in self.held for t in self.input_topics)
+            }
+        )
+        positions = self._restore(ready) if ready and not self._failed else {}
+        assignment = [TopicPartition(t, p, positions.get((t, p), OFFSET_INVALID)) for t, p in sorted(new)]
+        if self.incremental:
+            c.incremental_assign(assignment)
+        else:
+            c.assign(assignment)
+        waiting = [TopicPartition(t, p) for t, p in sorted(new) if p not in self.active]
+        if waiting:  # its partner input partition is not ours (yet): hold it still
+            c.pause(waiting)
+        for (t, p), off in sorted(positions.items()):
+            if (t, p) not in new:  # held and paused before; its partner just arrived
+                c.seek(TopicPartition(t, p, off))
+                c.resume([TopicPartition(t, p)])
+        self._update_assignment()
+        log.info(
+            "assigned %s; state of partitions %s restored",
+            _shown(sorted(new)),
+            ready,
+            extra={"event": "assignment", "assigned": _shown(sorted(new)), "restored": ready},
+        )
         self.exporter.health.ready = True
 
-    def _on_revoke(self, _c: Consumer, parts: list[TopicPartition]) -> None:
-        log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in parts) or "nothing")
-        self.commit()
-        for p in parts:
-            self._next_offsets.pop((p.topic, p.partition), None)
+    def _on_revoke(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        self._crash_point("in_revoke")
+        gone = set(_tps(parts))
+        units = sorted({p for _, p in gone if p in self.active})
+        if units and not self._failed:
+            self.checkpoint("revoke", leaving=units)
+        for p in units:
+            self._deactivate(p)
+        self.held -= gone
+        self._pause_orphans(c)
+        self._update_assignment()
+        log.info(
+            "revoked %s; state of partitions %s handed over",
+            _shown(sorted(gone)),
+            units,
+            extra={"event": "revoke", "revoked": _shown(sorted(gone)), "units": units},
+        )
+
+    def _on_lost(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        gone = set(_tps(parts))
+        units = sorted({p for _, p in gone if p in self.active})
+        # someone else may own these already: commit nothing for them
+        if units and self.eos and self._txn_open:
+            self._abort_and_rewind(leaving=units)
+        for p in units:
+            self._deactivate(p)
+        self.held -= gone
+        self._pause_orphans(c)
+        self._update_assignment()
+        log.warning(
+            "lost %s; their uncommitted work is dropped",
+            _shown(sorted(gone)),
+            extra={"event": "lost", "lost": _shown(sorted(gone)), "units": units},
+        )
+
+    def _pause_orphans(self, c: Consumer) -> None:
+        orphans = [TopicPartition(t, p) for t, p in sorted(self.held) if p not in self.active]
+        if orphans and self.incremental:
+            c.pause(orphans)
+
+    def _deactivate(self, p: int) -> None:
+        self.engine.drop(p)
+        self.active.discard(p)
+        for t in self.input_topics:
+            self.positions.pop((t, p), None)
+            self.committed.pop((t, p), None)
+        with self.stats.lock:
+            for key in [k for k in self.stats.committed_counts if k[0] == p]:
+                del self.stats.committed_counts[key]
+
+    def _update_assignment(self) -> None:
+        with self.stats.lock:
+            self.stats.assigned = sorted(self.held)
+            self.stats.owned = sorted(self.active)
+            self.stats.lag = {k: v for k, v in self.stats.lag.items() if k in self.held}
+
+    # -- restore ---------------------------------------------------------------------------------
+
+    def _restorer_consumer(self) -> Consumer:
+        if self._restorer is None:
+            self._restorer = Consumer(
+                _layered(
+                    self.settings,
+                    {},
+                    {
+                        "group.id": f"{self.settings.kafka.group_id}.restore",
+                        "enable.auto.commit": False,
+                        "enable.partition.eof": True,
+                        "isolation.level": "read_committed",
+                        "auto.offset.reset": "earliest",
+                        "error_cb": self._on_error,
+                    },
+                )
+            )
+        return self._restorer
+
+    def _restore(self, units: list[int]) -> dict[tuple[str, int], int]:
+        """Committed offsets, then state as of those offsets; returns where to resume."""
+        t0 = time.perf_counter()
+        st = self.settings.state
+        tps = [TopicPartition(t, p) for p in units for t in self.input_topics]
+        committed: dict[int, Tag] = {p: {} for p in units}
+        positions: dict[tuple[str, int], int] = {}
+        for tp in self.consumer.committed(tps, timeout=self._op_timeout + 10):
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=self._op_timeout, cached=False
+            )
+            pos = tp.offset
+            if pos >= 0:
+                committed[tp.partition][tp.topic] = pos
+                if pos < low:
+                    log.warning(
+                        "committed offset %d of %s[%d] is older than the retention (first offset %d): "
+                        "events %d..%d are lost; resuming at %d",
+                        pos,
+                        tp.topic,
+                        tp.partition,
+                        low,
+                        pos,
+                        low - 1,
+                        low,
+                        extra={
+                            "event": "offset_reset",
+                            "topic": tp.topic,
+                            "partition": tp.partition,
+                            "committed": pos,
+                            "low": low,
+                        },
+                    )
+                    with self.stats.lock:
+                        self.stats.offset_resets += 1
+                    pos = low
+            else:
+                pos = max(low, 0)
+            positions[(tp.topic, tp.partition)] = pos
+            if high >= 0:
+                with self.stats.lock:
+                    self.stats.lag[(tp.topic, tp.partition)] = max(0, high - pos)
+        for p, c in committed.items():
+            if set(c) != set(self.input_topics):
+                committed[p] = {}  # not both committed: nothing committed by a state-keeping worker
+        restored = read_state(
+            self._restorer_consumer(),
+            self.settings.topics.state,
+            committed,
+            timeout=st.restore_timeout_seconds,
+            wait_for_checkpoint=5.0 if self.eos else 0.0,
+        )
+        models = 0
+        nbytes = 0
+        for p in units:
+            monitors: dict[str, ModelMonitor] = {}
+            for model_id, data in restored[p].records.items():
+                m = self._load(model_id, data, p)
+                if m is not None:
+                    monitors[model_id] = m
+            self.engine.install(p, monitors)
+            self.active.add(p)
+            for t in self.input_topics:
+                self.positions[(t, p)] = positions[(t, p)]
+                if t in committed[p]:
+                    self.committed[(t, p)] = committed[p][t]
+            with self.stats.lock:
+                for model_id, m in monitors.items():
+                    self.stats.committed_counts[(p, model_id)] = (m.events_seen, m.labels_seen)
+            models += len(monitors)
+            nbytes += restored[p].bytes
+        seconds = time.perf_counter() - t0
+        with self.stats.lock:
+            self.stats.restore.observe(seconds)
+            self.stats.restored_models += models
+            self.stats.restored_bytes += nbytes
+        log.info(
+            "restored %d models (%d bytes) of partitions %s in %.3f s",
+            models,
+            nbytes,
+            units,
+            seconds,
+            extra={
+                "event": "restore",
+                "partitions": units,
+                "models": models,
+                "bytes": nbytes,
+                "seconds": round(seconds, 4),
+                "skipped_records": sum(r.skipped for r in restored.values()),
+                "committed": {str(p): c for p, c in committed.items()},
+            },
+        )
+        return positions
+
+    def _load(self, model_id: str, data: bytes, p: int) -> ModelMonitor | None:
+        why = ""
+        if model_id not in self.settings.models:
+            why = "the model is no longer configured"
+        else:
+            try:
+                m = ModelMonitor.restore(data)
+            except (ValueError, KeyError, TypeError) as e:
+                why = f"its snapshot cannot be read ({e})"
+            else:
+                fresh = self.engine.new_monitor(model_id)
+                if m.features != fresh.features or m.settings != fresh.settings:
+                    why = "its features or drift settings changed"
+                else:
+                    return m
+        log.warning(
+            "state of model %s (partition %d) not restored: %s; it starts afresh",
+            model_id,
+            p,
+            why,
+            extra={"event": "restore_skip", "model": model_id, "partition": p},
+        )
+        return None
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        t = self.settings.topics
+        try:
+            md = self.consumer.list_topics(timeout=15)
+        except KafkaException as e:
+            raise KafkaSetupError(
+                f"cannot reach Kafka at {self.settings.kafka.bootstrap_servers}: {e.args[0].str()}"
+            ) from None
+        counts = {}
+        for name in dict.fromkeys([t.predictions, t.labels, t.state]):
+            tm = md.topics.get(name)
+            if tm is None or tm.error is not None:
+                raise KafkaSetupError(
+                    f"topic {name} does not exist (create it, or set topics.create: true)"
+                    + (
+                        "; the state topic needs cleanup.policy=compact and as many partitions "
+                        f"as {t.predictions}"
+                        if name == t.state
+                        else ""
+                    )
+                )
+            counts[name] = len(tm.partitions)
+        if len(set(counts.values())) != 1:
+            raise KafkaSetupError(_mismatch(counts))
+        if self.eos:
+            try:
+                self.producer.init_transactions(self._op_timeout)
+            except KafkaException as e:
+                raise KafkaSetupError(f"cannot start transactions: {e.args[0].str()}") from None
 
     def run(self, install_signals: bool = True) -> int:
         """Consume until stopped; returns the process exit code."""
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: self.stop.set())
+        try:
+            self._start()
+        except KafkaSetupError as e:
+            log.error("%s", e, extra={"event": "error"})
+            self.consumer.close()
+            return 1
         b = self.settings.batch
-        self.consumer.subscribe(list(self.inputs), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.consumer.subscribe(
+            self.input_topics,
+            on_assign=self._guarded(self._on_assign),
+            on_revoke=self._guarded(self._on_revoke),
+            on_lost=self._guarded(self._on_lost),
+        )
         try:
             while not self.stop.is_set():
                 msgs = self.consumer.consume(b.max_events, b.timeout_seconds)
                 self.exporter.health.beat()
-                if msgs:
-                    self._process(msgs)
-                if time.monotonic() - self._last_commit >= b.commit_interval_seconds:
-                    self.commit()
+                try:
+                    if msgs and not self._failed:
+                        try:
+                            self._process(msgs)
+                        except _AbortError:
+                            self._abort_and_rewind()
+                    if time.monotonic() - self._last_checkpoint >= self._interval:
+                        self.checkpoint("interval")
+                except _FatalError:
+                    break
                 self.producer.poll(0)
-            self.commit()
+            if not self._failed:
+                with contextlib.suppress(_FatalError):
+                    self.checkpoint("shutdown")
         except BaseException:
             # never commit past a batch that was not processed (close() runs the revoke callback)
             self._failed = True
             raise
         finally:
             self.exporter.health.ready = False
-            self.consumer.close()
-            self.producer.flush(10)
+            self._close()
+        log.info("stopped", extra={"event": "stop", "failed": self._failed})
         return 1 if self._failed else 0
+
+    def _close(self) -> None:
+        try:
+            self.consumer.close()  # leaves the group; the revoke callback checkpoints
+        except (KafkaException, RuntimeError) as e:
+            log.warning("closing the consumer: %s", e, extra={"event": "error"})
+        if self.eos and self._txn_open:
+            with contextlib.suppress(KafkaException):
+                self.producer.abort_transaction(10)
+        with contextlib.suppress(KafkaException):  # a fatal producer refuses even this
+            self.producer.flush(10)
+        if self._restorer is not None:
+            self._restorer.close()
 
     def _process(self, msgs: list[Message]) -> None:
         by_source: dict[str, list[RawMessage]] = {"predictions": [], "labels": []}
+        done: list[tuple[str, int, int]] = []
         for m in msgs:
             err = m.error()
             if err is not None:
+                if err.fatal() or err.code() == KafkaError._FATAL:
+                    log.error("fatal consumer error: %s; exiting", err.str(), extra={"event": "error"})
+                    self._fail()
+                    return
                 if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error on %s[%s]: %s", m.topic(), m.partition(), err.str())
+                    log.warning(
+                        "consume error on %s[%s]: %s",
+                        m.topic(),
+                        m.partition(),
+                        err.str(),
+                        extra={"event": "error"},
+                    )
                 continue
             raw = _raw(m)
+            if raw.partition not in self.active:
+                continue  # fetched before a revoke or while its partner was missing; re-read later
+            pos = self.positions.get((raw.topic, raw.partition))
+            if pos is not None and raw.offset < pos:
+                continue  # already in the state (a rewind raced with a fetch)
             by_source[self.inputs[raw.topic]].append(raw)
+            done.append((raw.topic, raw.partition, raw.offset + 1))
+        if not done:
+            return
         with self.exporter.batch_seconds.time():
             results = [
                 self.engine.process_predictions(by_source["predictions"]),
@@ -196,10 +701,9 @@ class KafkaWorker:
         now_ms = int(time.time() * 1000)
         for r in results:
             self._publish(r, now_ms)
-        # only now are these messages done: their outputs are queued for delivery
-        for m in msgs:
-            if m.error() is None:
-                self._next_offsets[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+        # only now are these messages done: their outputs are queued (in the transaction)
+        for topic, p, nxt in done:
+            self.positions[(topic, p)] = nxt
 
     def _publish(self, r: BatchResult, now_ms: int) -> None:
         t = self.settings.topics
@@ -211,47 +715,262 @@ class KafkaWorker:
         for d in r.dead_letters:
             self._produce(t.dead_letters, _key(d), d.body(), _headers(d))
 
+    def _begin(self) -> None:
+        if self.eos and not self._txn_open:
+            try:
+                self.producer.begin_transaction()
+            except KafkaException as e:
+                self._txn_error(e)
+            self._txn_open = True
+
     def _produce(
         self,
         topic: str,
         key: bytes | None,
         value: bytes,
-        headers: list[tuple[str, str | bytes | None]] | None,
+        hdrs: list[tuple[str, bytes]] | None,
+        partition: int | None = None,
     ) -> None:
+        self._begin()
+        kw: dict[str, Any] = {"headers": hdrs, "on_delivery": self._on_delivery}
+        if partition is not None:
+            kw["partition"] = partition
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                self.producer.produce(topic, value, key, **kw)
                 return
             except BufferError:  # local queue full: let deliveries drain, then retry
                 if self.stop.is_set() and self._failed:
                     raise
                 self.producer.poll(0.5)
+            except KafkaException as e:
+                self._txn_error(e)
 
-    def commit(self) -> None:
-        """Commit consumed offsets once everything produced for them is delivered."""
-        self._last_commit = time.monotonic()
-        if not self._next_offsets or self._failed:
-            return
-        left = self.producer.flush(30)
-        if left or self._delivery_errors:
-            log.error(
-                "%d outputs undelivered, %d failed: offsets not committed",
-                left,
-                self._delivery_errors,
-            )
-            return
-        offsets = [TopicPartition(tp, p, off) for (tp, p), off in self._next_offsets.items()]
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def checkpoint(self, reason: str, leaving: list[int] | None = None) -> bool:
+        """Write changed state and commit offsets; False if nothing could be committed."""
+        self._last_checkpoint = time.monotonic()
+        if self._failed:
+            return False
+        units = [
+            p
+            for p in sorted(self.active)
+            if any(self.positions.get((t, p)) != self.committed.get((t, p)) for t in self.input_topics)
+        ]
+        if not units and not self._txn_open and not self.engine.dirty:
+            self._update_lag()
+            return True
+        t0 = time.perf_counter()
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            snaps = self.engine.take_dirty(self.active)
+            units = sorted(set(units) | {s.partition for s in snaps})
+            tags = {p: {t: self.positions[(t, p)] for t in self.input_topics} for p in units}
+            state = self.settings.topics.state
+            nbytes = 0
+            for s in snaps:
+                self._produce(
+                    state, s.model_id.encode(), s.data, headers(tags[s.partition], KIND_MODEL), s.partition
+                )
+                nbytes += len(s.data)
+            for p in units:
+                self._produce(state, CHECKPOINT_KEY, b"{}", headers(tags[p], KIND_CHECKPOINT), p)
+            offsets = [TopicPartition(t, p, tags[p][t]) for p in units for t in self.input_topics]
+            self._crash_point("before_offsets")
+            tc = time.perf_counter()
+            if self.eos:
+                if offsets:
+                    meta = self.consumer.consumer_group_metadata()
+                    self._txn_call(
+                        lambda: self.producer.send_offsets_to_transaction(offsets, meta, _CALL_TIMEOUT)
+                    )
+                self._crash_point("after_offsets")
+                self._txn_call(lambda: self.producer.commit_transaction(_CALL_TIMEOUT))
+                self._txn_open = False
+                if self._delivery_errors:  # cannot happen after a successful commit; be safe
+                    raise _AbortError
+            else:
+                left = self.producer.flush(self._op_timeout)
+                if left or self._delivery_errors:
+                    log.error(
+                        "%d outputs undelivered, %d failed: offsets not committed",
+                        left,
+                        self._delivery_errors,
+                        extra={"event": "error"},
+                    )
+                    self._fail()
+                    return False
+                self._crash_point("after_offsets")
+                if offsets:
+                    try:
+                        self.consumer.commit(offsets=offsets, asynchronous=False)
+                    except KafkaException as e:
+                        # e.g. ILLEGAL_GENERATION during a rebalance: the snapshots are tagged, so
+                        # a later commit (or the revoke) makes them valid
+                        with self.stats.lock:
+                            self.stats.commit_failures += 1
+                        log.warning(
+                            "offset commit failed (retried at the next checkpoint): %s",
+                            e.args[0].str(),
+                            extra={"event": "commit_failed"},
+                        )
+                        return False
+            self._crash_point("after_commit")
+        except _AbortError:
+            self._abort_and_rewind(leaving=leaving or [])
+            return False
+        now = time.perf_counter()
+        for o in offsets:
+            self.committed[(o.topic, o.partition)] = o.offset
+        with self.stats.lock:
+            self.stats.checkpoints += 1
+            self.stats.checkpoint.observe(now - t0)
+            self.stats.commit.observe(now - tc)
+            self.stats.state_records += len(snaps)
+            self.stats.state_bytes += nbytes
+            for s in snaps:
+                self.stats.committed_counts[(s.partition, s.model_id)] = (s.events_seen, s.labels_seen)
+        self._update_lag()
+        log.debug(
+            "checkpoint (%s): %d models, %d bytes, partitions %s in %.3f s",
+            reason,
+            len(snaps),
+            nbytes,
+            units,
+            now - t0,
+            extra={
+                "event": "checkpoint",
+                "reason": reason,
+                "models": len(snaps),
+                "bytes": nbytes,
+                "partitions": units,
+                "seconds": round(now - t0, 4),
+            },
+        )
+        return True
+
+    def _update_lag(self) -> None:
+        lag: dict[tuple[str, int], int] = {}
+        for t, p in sorted(self.held):
+            pos = self.positions.get((t, p))
+            if pos is None:
+                continue
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                lag[(t, p)] = max(0, high - pos)
+        with self.stats.lock:
+            self.stats.lag.update(lag)
+
+    def _txn_error(self, e: KafkaException) -> None:
+        """Classify a transactional error: fatal (exit 1) or abortable (raise _AbortError)."""
+        err: KafkaError = e.args[0]
+        if err.fatal() or err.code() == KafkaError._FENCED:
+            log.error(
+                "transactional producer failed fatally (fenced by another instance with the same "
+                "state.instance_id?): %s; exiting",
+                err.str(),
+                extra={
+                    "event": "fenced" if err.code() == KafkaError._FENCED else "error",
+                    "code": err.name(),
+                },
+            )
+            self._fail()
+            raise _FatalError(err.str()) from None
+        if not err.txn_requires_abort():
+            # neither fatal nor abortable (e.g. a timeout after the broker came back): abort and
+            # rewind; if the producer cannot even abort, that error is fatal and ends the process
+            log.warning(
+                "transaction error: %s; aborting", err.str(), extra={"event": "txn_error", "code": err.name()}
+            )
+        raise _AbortError from None
+
+    def _retrying(self, what: str, fn: Callable[[], None]) -> None:
+        """Run a transactional call, retrying retriable errors (a broker outage) until it works.
+
+        Gives up 30 s after a stop was requested; fatal errors end the process, others abort.
+        """
+        stop_deadline: float | None = None
+        warned = 0.0
+        while True:
+            try:
+                fn()
+                return
+            except KafkaException as e:
+                err: KafkaError = e.args[0]
+                if self.stop.is_set() and stop_deadline is None:
+                    stop_deadline = time.monotonic() + 30.0
+                gave_up = stop_deadline is not None and time.monotonic() > stop_deadline
+                if err.retriable() and not err.fatal() and not self._failed and not gave_up:
+                    if time.monotonic() - warned > 10.0:
+                        warned = time.monotonic()
+                        log.warning(
+                            "%s retried: %s", what, err.str(), extra={"event": "txn_retry", "step": what}
+                        )
+                    time.sleep(0.5)
+                    continue
+                self._txn_error(e)
+
+    def _txn_call(self, fn: Callable[[], None]) -> None:
+        # no retries: after a transport failure librdkafka 2.16 can block a retried
+        # send_offsets_to_transaction indefinitely; aborting and rewinding always recovers
+        try:
+            fn()
         except KafkaException as e:
-            log.warning("offset commit failed (will retry): %s", e.args[0].str())
+            self._txn_error(e)
+
+    def _abort_and_rewind(self, leaving: list[int] | None = None) -> None:
+        """Abort the open transaction; rebuild the other units' state from the last commit."""
+        with self.stats.lock:
+            self.stats.aborts += 1
+        log.warning(
+            "aborting the transaction and rewinding to the last commit",
+            extra={"event": "abort", "leaving": leaving or []},
+        )
+        if self._txn_open:
+            try:
+                self._retrying("abort", lambda: self.producer.abort_transaction(_CALL_TIMEOUT))
+            except _AbortError:
+                log.error("the transaction cannot be aborted; exiting", extra={"event": "error"})
+                self._fail()
+                raise _FatalError("abort failed") from None
+            self._txn_open = False
+        self._delivery_errors = 0
+        keep = sorted(self.active - set(leaving or []))
+        for p in keep:
+            self.engine.drop(p)
+            self.active.discard(p)
+        if not keep:
+            return
+        while True:
+            try:
+                positions = self._restore(keep)
+                break
+            except (KafkaException, RestoreError) as e:
+                if self.stop.is_set():
+                    self._fail()
+                    raise _FatalError(str(e)) from None
+                log.warning("rewind failed, retrying: %s", e, extra={"event": "restore_retry"})
+                time.sleep(1.0)
+        for (t, p), off in sorted(positions.items()):
+            try:
+                self.consumer.seek(TopicPartition(t, p, off))
+            except KafkaException as e:  # lost meanwhile: the next consume() reports it
+                log.warning("seek %s[%d] failed: %s", t, p, e, extra={"event": "seek_failed"})
+        self._update_assignment()
+
+
+class _FatalError(Exception):
+    """A fatal Kafka error: the worker stops with exit code 1 (the supervisor restarts it)."""
 
 
 def _key(d: DeadLetter) -> bytes | None:
     return d.model_id.encode() if d.model_id else None
 
 
-def _headers(d: DeadLetter) -> list[tuple[str, str | bytes | None]]:
+def _headers(d: DeadLetter) -> list[tuple[str, bytes]]:
     return [
         ("sw_reason", d.reason.encode()),
         ("sw_detail", d.detail.encode("utf-8", "replace")[:1000]),

@@ -1,0 +1,267 @@
+"""New categories: values of a categorical feature never seen in the reference.
+
+A :class:`NewCategoryTracker` holds the reference vocabulary of one feature and counts, over
+the current window (from the last :meth:`~NewCategoryTracker.reset`: windows are the
+caller's), the values outside it. At most ``max_tracked`` distinct new values are counted by
+name; the events of further new values are counted together as ``overflow``, so a cardinality
+bomb (ids, free text) costs bounded memory.
+
+A new value *matters* when its count reaches ``min_count`` and its share of the window's
+non-null values ``min_share`` (3 and 0.5 % by default: a new value at 2 % share is named
+within 500 events). When the reference has values seen only once, it has a long tail its
+sample did not exhaust, and a new value's count must also be implausible for a tail value
+(:meth:`~NewCategoryTracker.tail_floor`); rare strays stay quiet. ``explosion_distinct`` (50)
+distinct new values, or more than can be tracked, that together make up ``explosion_share``
+(5 %) of the window are a cardinality explosion, reported as such. The state is plain JSON
+(:meth:`~NewCategoryTracker.to_dict`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+SNAPSHOT_FORMAT = "streamwatch.new_category"
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class NewCategoryResult:
+    """Evidence of new values in the current window of one feature."""
+
+    detected: bool
+    feature: int
+    values: dict[str, int]  # new values that matter, with their counts (most frequent first)
+    new_count: int  # events with any new value (tracked or overflow)
+    total: int  # non-null values in the window
+    distinct_new: int  # distinct new values seen (a lower bound once tracking overflowed)
+    overflow: int  # events whose new value was beyond the tracking cap
+    exploded: bool  # cardinality explosion
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def share(self) -> float:
+        """Share of the window's non-null values that are new."""
+        return self.new_count / self.total if self.total else 0.0
+
+    def message(self, feature_names: str | Sequence[str], since: str | None = None) -> str:
+        """One human sentence for the alert.
+
+        Examples
+        --------
+        >>> r = NewCategoryResult(True, 0, {"diverse": 12}, 12, 500, 1, 0, False)
+        >>> r.message("gender", since="10:42")
+        "gender has a value never seen in the reference since 10:42: 'diverse' (12 of 500 events, 2.4%)"
+        """
+        name = feature_names if isinstance(feature_names, str) else feature_names[self.feature]
+        when = f" since {since}" if since else ""
+        if self.exploded:
+            return (
+                f"{name} exploded in cardinality{when}: {self.distinct_new}"
+                f"{'+' if self.overflow else ''} values never seen in the reference "
+                f"in {self.new_count} of {self.total} events ({self.share:.1%})"
+            )
+        if not self.values:
+            return f"{name} has no new values that matter"
+        shown = ", ".join(
+            f"{v!r} ({c} of {self.total} events, {c / self.total:.1%})"
+            for v, c in list(self.values.items())[:5]
+        )
+        more = f" and {len(self.values) - 5} more" if len(self.values) > 5 else ""
+        plural = "values" if len(self.values) > 1 else "a value"
+        return f"{name} has {plural} never seen in the reference{when}: {shown}{more}"
+
+
+class NewCategoryTracker:
+    """Counts values outside a reference vocabulary over a window of one categorical feature.
+
+    Parameters
+    ----------
+    vocabulary
+        Values seen in the reference (the profile's ``vocabulary``).
+    feature
+        Index of the feature, carried into results for ``message``.
+    max_tracked
+        Distinct new values counted by name; more go to ``overflow``.
+    min_count, min_share
+        A new value matters from this count and this share of the window's non-null values.
+    reference_count, reference_singletons, alpha
+        Non-null values behind the vocabulary and how many of its values were seen once (the
+        profile's ``valid`` and ``singletons``): with singletons the reference has a long tail
+        that the sample did not exhaust, and a new value must also pass :meth:`tail_floor`.
+    explosion_distinct, explosion_share
+        A cardinality explosion: this many distinct new values (or more than ``max_tracked``)
+        making up at least this share of the window.
+
+    Examples
+    --------
+    >>> t = NewCategoryTracker(["F", "M"], min_count=3, min_share=0.01)
+    >>> t.update(["F", "M", "X", None, "X", "F", "X", "Y"])
+    >>> r = t.result()
+    >>> r.detected, r.values, r.new_count, r.total
+    (True, {'X': 3}, 4, 7)
+    >>> NewCategoryTracker.from_dict(t.to_dict()).result() == r
+    True
+    """
+
+    def __init__(
+        self,
+        vocabulary: Iterable[str],
+        *,
+        feature: int = 0,
+        max_tracked: int = 100,
+        min_count: int = 3,
+        min_share: float = 0.005,
+        explosion_distinct: int = 50,
+        explosion_share: float = 0.05,
+        reference_count: int | None = None,
+        reference_singletons: int = 0,
+        alpha: float = 1e-6,
+    ) -> None:
+        self.vocabulary = frozenset(vocabulary)
+        self.feature = feature
+        self.max_tracked = max_tracked
+        self.min_count = min_count
+        self.min_share = min_share
+        self.explosion_distinct = explosion_distinct
+        self.explosion_share = explosion_share
+        self.reference_count = reference_count
+        self.reference_singletons = reference_singletons
+        self.alpha = alpha
+        self.counts: dict[str, int] = {}
+        self.overflow = 0
+        self.total = 0
+
+    def reset(self) -> None:
+        """Start a new window."""
+        self.counts = {}
+        self.overflow = 0
+        self.total = 0
+
+    def update(self, values: Sequence[Any] | npt.NDArray[Any]) -> None:
+        """Count a batch of values; ``None`` (missing) is skipped."""
+        arr = np.asarray(values, dtype=object).ravel()
+        arr = arr[arr != None]  # noqa: E711 - elementwise comparison with None
+        if not len(arr):
+            return
+        self.total += len(arr)
+        uniq, cnt = np.unique(arr.astype(str), return_counts=True)
+        for v, c in zip(uniq.tolist(), cnt.tolist(), strict=True):
+            if v in self.vocabulary:
+                continue
+            if v in self.counts:
+                self.counts[v] += c
+            elif len(self.counts) < self.max_tracked:
+                self.counts[v] = c
+            else:
+                self.overflow += c
+
+    def tail_floor(self) -> int:
+        """Count a new value needs when the reference has a long tail (singletons), else 0.
+
+        A value the reference sample of ``m`` missed has a probability of a few ``1/m`` at most
+        (one at ``5/m`` is missed with chance ``e^-5``), so in a window of ``n`` its count is
+        about Poisson with mean ``5 n / m``; the floor is that law's ``1 - alpha`` quantile + 1.
+
+        Examples
+        --------
+        >>> t = NewCategoryTracker(["a"], reference_count=5000, reference_singletons=40)
+        >>> t.total = 500
+        >>> t.tail_floor()
+        8
+        """
+        if not self.reference_singletons or not self.reference_count or not self.total:
+            return 0
+        lam = 5.0 * self.total / self.reference_count
+        c, term = 0, math.exp(-lam)
+        tail = 1.0 - term  # P(X > c)
+        while tail > self.alpha and c < 10_000:
+            c += 1
+            term *= lam / c
+            tail -= term
+        return c + 1
+
+    def result(self) -> NewCategoryResult:
+        """What the window holds now."""
+        new_count = sum(self.counts.values()) + self.overflow
+        floor = max(self.min_count, self.min_share * self.total, self.tail_floor())
+        ordered = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        matters = {v: c for v, c in ordered if c >= floor}
+        distinct = len(self.counts) + (1 if self.overflow else 0)
+        exploded = (
+            (len(self.counts) >= self.explosion_distinct or self.overflow > 0)
+            and new_count >= floor
+            and new_count >= self.explosion_share * self.total
+        )
+        evidence: dict[str, Any] = {
+            "new_values": matters,
+            "new_count": new_count,
+            "total": self.total,
+            "share": new_count / self.total if self.total else 0.0,
+            "distinct_new": distinct,
+            "overflow": self.overflow,
+            "cardinality_explosion": exploded,
+            "min_count": self.min_count,
+            "min_share": self.min_share,
+            "top_new_values": dict(ordered[:10]),
+        }
+        return NewCategoryResult(
+            bool(matters) or exploded,
+            self.feature,
+            matters,
+            new_count,
+            self.total,
+            distinct,
+            self.overflow,
+            exploded,
+            evidence,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe state (the vocabulary sorted)."""
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "version": SNAPSHOT_VERSION,
+            "vocabulary": sorted(self.vocabulary),
+            "feature": self.feature,
+            "max_tracked": self.max_tracked,
+            "min_count": self.min_count,
+            "min_share": self.min_share,
+            "explosion_distinct": self.explosion_distinct,
+            "explosion_share": self.explosion_share,
+            "reference_count": self.reference_count,
+            "reference_singletons": self.reference_singletons,
+            "alpha": self.alpha,
+            "counts": dict(self.counts),
+            "overflow": self.overflow,
+            "total": self.total,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NewCategoryTracker:
+        if d.get("format") != SNAPSHOT_FORMAT or d.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(
+                f"not a {SNAPSHOT_FORMAT} v{SNAPSHOT_VERSION} snapshot: "
+                f"format={d.get('format')!r} version={d.get('version')!r}"
+            )
+        t = cls(
+            d["vocabulary"],
+            feature=int(d["feature"]),
+            max_tracked=int(d["max_tracked"]),
+            min_count=int(d["min_count"]),
+            min_share=float(d["min_share"]),
+            explosion_distinct=int(d["explosion_distinct"]),
+            explosion_share=float(d["explosion_share"]),
+            reference_count=None if d["reference_count"] is None else int(d["reference_count"]),
+            reference_singletons=int(d["reference_singletons"]),
+            alpha=float(d["alpha"]),
+        )
+        t.counts = {str(k): int(v) for k, v in d["counts"].items()}
+        t.overflow = int(d["overflow"])
+        t.total = int(d["total"])
+        return t

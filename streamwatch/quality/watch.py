@@ -1,0 +1,889 @@
+"""QualityWatch: the dev-prod and data-quality checks of one model, as a pure state machine.
+
+:class:`~streamwatch.monitor.ModelMonitor` owns one. It is built from a reference - the model's
+profile (:func:`QualityWatch.from_profile`) or its warm-up events (:func:`QualityWatch.from_sample`)
+- and fed every batch's columns (:meth:`QualityWatch.update`). It keeps the last ``window_size``
+events in ring buffers and, every ``step`` events (counted on the model's event index, so
+results do not depend on batch boundaries), runs the checks of :mod:`streamwatch.quality` on
+that window, all vectorised over features:
+
+- ``column_swap``: :func:`~streamwatch.quality.column_swap.detect_column_swap` over the numeric
+  features (one alert per cycle of the permutation);
+- ``unit_change``: :func:`~streamwatch.quality.unit_change.detect_unit_change` per numeric
+  feature not part of a swap;
+- ``new_category``: a :class:`~streamwatch.quality.new_category.NewCategoryTracker` per
+  categorical feature, filled from code counts (one ``bincount`` per feature);
+- ``data_quality``: missing (null) rate, invalid rate (a value of the wrong type, e.g. a string
+  in a numeric field, or not finite: the event is kept and the value counted invalid), out of
+  range and turned constant (:mod:`streamwatch.quality.checks`).
+
+Lifecycle: one ``firing`` alert per condition (kind + features + check) until a whole window
+passes without it, then one ``resolved``. Out-of-range findings fire only once they have held
+for a whole window and no unit change, swap or firing drift of the feature explains them (a
+unit change puts values out of range long before its factor can be estimated).
+:attr:`QualityWatch.explained` names the features of firing unit changes and swaps; the
+monitor withholds their ``data_drift`` alerts (one root cause, one alert). The change start of
+each alert is the split of the window that maximises ``S^2 / n`` of the tail's summed scores
+(a CUSUM change point against the reference's known null: probability integral transforms for
+swaps and unit changes, indicators minus their reference rate for the rest).
+
+The state snapshots to plain JSON (:meth:`QualityWatch.to_dict`, :meth:`QualityWatch.from_dict`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamwatch.alerts import Alert
+from streamwatch.config import QualitySettings
+from streamwatch.events import format_timestamp
+from streamwatch.profile import canonical_value
+from streamwatch.quality.checks import (
+    QualityReference,
+    binomial_tail_bound,
+    constant_check,
+    missing_check,
+    range_check,
+)
+from streamwatch.quality.column_swap import ColumnSwapResult, detect_column_swap
+from streamwatch.quality.ks import ks_distance, ks_threshold
+from streamwatch.quality.new_category import NewCategoryTracker
+from streamwatch.quality.unit_change import CONVERSIONS, detect_unit_change
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+SNAPSHOT_FORMAT = "streamwatch.quality-watch"
+SNAPSHOT_VERSION = 1
+POINTS = 101  # quantile sketch points (the profile's default)
+INVALID_TOLERANCE = 0.01  # invalid-rate slack over the reference's, like the missing check
+EXPLAINING = ("unit_change", "column_swap")
+# out-of-range share tolerated over what clean data gives: a few percent outside the reference
+# range is what an ordinary drift does (a 1-sd mean shift puts ~3 % beyond a 1000-event range),
+# and drift has its own alert; sentinels, broken sensors and unit changes put far more there
+RANGE_TOLERANCE = 0.05
+MIN_TAIL = 100  # events after the estimated change start a swap or unit fit needs
+
+
+def invalid_rows(
+    rows: Sequence[dict[str, Any]], numeric: Sequence[str], categorical: Sequence[str], invalid: IntArray
+) -> BoolArray | None:
+    """Per event and feature (numeric then categorical): the value is present but invalid.
+
+    ``invalid`` is the batch's per-feature count from :meth:`FeatureSchema.columns`; only the
+    features it flags are looked at (rare), so a clean batch costs nothing. Numeric: not a
+    number (a string, a boolean) or not finite; categorical: not a string.
+    """
+    if not invalid.any():
+        return None
+    names = [*numeric, *categorical]
+    out = np.zeros((len(rows), len(names)), dtype=bool)
+    for f in np.flatnonzero(invalid).tolist():
+        vals = [r.get(names[f]) for r in rows]
+        if f < len(numeric):
+            out[:, f] = [
+                v is not None and (type(v) not in (int, float) or not math.isfinite(v)) for v in vals
+            ]
+        else:
+            out[:, f] = [v is not None and type(v) is not str for v in vals]
+    return out
+
+
+def _invalid_message(name: str, kind: str, rate: float, ref: float, since: str) -> str:
+    return (
+        f"{name} has values that are not valid {kind} values in {rate:.1%} of events since {since} "
+        f"(reference {ref:.1%}); the events are kept, the values counted invalid"
+    )
+
+
+def _change_row(z: FloatArray) -> int:
+    """Row where the change most likely began: argmax over splits of ``|tail sum|^2 / tail length``."""
+    z2 = np.nan_to_num(z.reshape(len(z), -1))
+    tails = np.cumsum(z2[::-1], axis=0)[::-1]
+    stat = (tails**2).sum(axis=1) / (len(z2) - np.arange(len(z2)))
+    return int(np.argmax(stat))
+
+
+def _pit_scores(u: FloatArray) -> FloatArray:
+    """Standardised probability integral transform scores (location and spread channels)."""
+    u = np.where(np.isfinite(u), u, 0.5)
+    return np.column_stack([(u - 0.5) * math.sqrt(12.0), (np.abs(u - 0.5) - 0.25) * math.sqrt(48.0)])
+
+
+def batch_cdf(q: FloatArray, x: FloatArray) -> FloatArray:
+    """:func:`~streamwatch.quality.ks.sketch_cdf` (right-continuous) of every feature at once:
+    ``q`` (k, points) sketches, ``x`` (n, k) values; NaN stays NaN."""
+    k, points = q.shape
+    p = np.linspace(0.0, 1.0, points)
+    idx = np.empty(x.shape, dtype=np.int64)
+    for j in range(k):  # one binary search per feature, vectorised over the events
+        idx[:, j] = np.searchsorted(q[j], x[:, j], side="right")  # quantiles <= x
+    idx[np.isnan(x)] = 0
+    lo, hi = np.clip(idx - 1, 0, points - 1), np.clip(idx, 0, points - 1)
+    cols = np.arange(k)[None, :]
+    qlo, qhi = q[cols, lo], q[cols, hi]
+    width = qhi - qlo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(width > 0, (x - qlo) / np.where(width > 0, width, 1.0), 0.0)
+    f = p[lo] + (p[hi] - p[lo]) * np.clip(frac, 0.0, 1.0)
+    f = np.where(idx <= 0, 0.0, np.where(idx >= points, 1.0, f))
+    out: FloatArray = np.where(np.isnan(x), np.nan, f)
+    return out
+
+
+def batch_ks(u: FloatArray) -> FloatArray:
+    """KS distance of each column's values (given as reference CDF values ``u``, NaN: absent)
+    to the uniform law, i.e. to its reference; NaN for a column without values."""
+    n = np.isfinite(u).sum(axis=0)
+    s = np.sort(u, axis=0)  # NaN last
+    i = np.arange(1, len(u) + 1)[:, None]
+    ok = i <= n[None, :]
+    nn = np.maximum(n, 1)[None, :]
+    with np.errstate(invalid="ignore"):
+        d = np.where(ok, np.maximum(i / nn - s, s - (i - 1) / nn), -np.inf).max(axis=0, initial=-np.inf)
+    return np.where(n > 0, d, np.nan)
+
+
+def _json(a: npt.ArrayLike) -> Any:
+    """An array as nested lists with NaN as None."""
+    arr = np.asarray(a)
+    if arr.dtype.kind == "f":
+        return np.where(np.isnan(arr), None, arr).tolist()  # type: ignore[call-overload]
+    return arr.tolist()
+
+
+def _floats(v: Any) -> FloatArray:
+    arr = np.asarray(v, dtype=object)
+    out: FloatArray = np.where(arr == None, np.nan, arr).astype(np.float64)  # noqa: E711
+    return out
+
+
+def _safe(v: Any) -> Any:
+    """JSON-safe evidence: numpy scalars to Python, NaN/inf floats to None."""
+    if isinstance(v, dict):
+        return {str(k): _safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+@dataclass(slots=True)
+class _Finding:
+    key: str
+    kind: str
+    features: list[str]
+    detector: str
+    statistic: float
+    threshold: float
+    severity: str
+    message: Callable[[str], str]  # since (formatted time) -> sentence
+    details: dict[str, Any]
+    z: FloatArray  # per-row scores for the change start
+    hold: bool = False  # fire only after a whole window, and only if nothing explains it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class QualityWatch:
+    """Dev-prod and data-quality checks over a sliding window of one model's events.
+
+    Parameters are the model's feature names (numeric, then categorical, as in
+    :class:`~streamwatch.columns.FeatureSchema`), the settings, and per-feature reference
+    arrays; use :meth:`from_profile` or :meth:`from_sample` rather than calling this directly.
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        settings: QualitySettings,
+        *,
+        source: str,
+        rows: int,
+        quantiles: FloatArray,
+        counts: IntArray,
+        minimum: FloatArray,
+        maximum: FloatArray,
+        mode_share: FloatArray,
+        missing_rate: FloatArray,
+        invalid_rate: FloatArray,
+        vocabularies: Sequence[Sequence[str] | None],
+        category_counts: Sequence[int],
+        singletons: Sequence[int],
+        start_index: int = 0,
+    ) -> None:
+        self.model_id = model_id
+        self.numeric, self.categorical = list(numeric), list(categorical)
+        self.names = self.numeric + self.categorical
+        self.settings = settings
+        self.source = source
+        self.rows = int(rows)
+        k, c, w = len(self.numeric), len(self.categorical), settings.window_size
+        self.quantiles = np.asarray(quantiles, dtype=np.float64).reshape(k, POINTS)
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.minimum, self.maximum = np.asarray(minimum, np.float64), np.asarray(maximum, np.float64)
+        self.mode_share = np.asarray(mode_share, dtype=np.float64)
+        self.missing_rate = np.asarray(missing_rate, dtype=np.float64)
+        self.invalid_rate = np.asarray(invalid_rate, dtype=np.float64)
+        self.vocabularies = [None if v is None else sorted(v) for v in vocabularies]
+        self.category_counts = [int(n) for n in category_counts]
+        self.singletons = [int(n) for n in singletons]
+        # ring buffers of the last window, indexed by model event index modulo the window
+        self.x = np.full((w, k), np.nan)
+        self.u = np.full((w, k), np.nan)  # reference CDF of each x, computed once per event
+        self.codes = np.full((w, c), -1, dtype=np.int64)
+        self.bad = np.zeros((w, k + c), dtype=bool)
+        self.times = np.zeros(w, dtype=np.int64)
+        self.position = int(start_index)  # model event index of the next row
+        self.filled = 0
+        # key -> {kind, features, detector, status: pending|firing, first, last, since}
+        self.conditions: dict[str, dict[str, Any]] = {}
+        # features whose data_drift alert fires (set by the monitor before each update): an
+        # out-of-range share is then a symptom of that drift, not a second alert
+        self.drifting: set[str] = set()
+        self._derive()
+
+    def _derive(self) -> None:
+        """Objects rebuilt from the reference (not part of the snapshot)."""
+        s = self.settings
+        usable = np.isfinite(self.quantiles).all(axis=1) & (self.counts > 0)
+        self._usable = usable
+        self._q_safe = np.where(usable[:, None], self.quantiles, 0.0)
+        big = int(self.counts[usable].max()) if usable.any() else 1
+        self._swap_counts = np.where(usable, np.maximum(self.counts, 1), big)
+        self._qref = QualityReference(
+            np.maximum(self.counts, 1), self.missing_rate[: len(self.numeric)], self.minimum, self.maximum,
+            self.mode_share,
+        )  # fmt: skip
+        n_all = len(self.names)
+        self._missing_ref = QualityReference(
+            np.full(n_all, max(self.rows, 1), dtype=np.int64), self.missing_rate,
+            np.zeros(n_all), np.zeros(n_all), np.zeros(n_all),
+        )  # fmt: skip
+        self._trackers: list[NewCategoryTracker | None] = [
+            None
+            if vocab is None
+            else NewCategoryTracker(
+                vocab,
+                feature=j,
+                max_tracked=s.new_category_max_tracked,
+                min_count=s.new_category_min_count,
+                min_share=s.new_category_min_share,
+                reference_count=self.category_counts[j],
+                reference_singletons=self.singletons[j],
+                alpha=s.alpha,
+            )
+            for j, vocab in enumerate(self.vocabularies)
+        ]
+        self._values: list[list[str]] = [[] for _ in self.categorical]  # value of each code
+        self._is_new: list[BoolArray] = [np.zeros(0, dtype=bool) for _ in self.categorical]
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_profile(
+        cls,
+        model_id: str,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        profile: dict[str, Any],
+        settings: QualitySettings,
+    ) -> QualityWatch:
+        """From a reference profile (:mod:`streamwatch.profile`); every feature must be in it
+        with the configured type (ValueError naming the feature otherwise)."""
+        feats = profile["features"]
+
+        def col(name: str, kind: str) -> dict[str, Any]:
+            p = feats.get(name)
+            if p is None or p["type"] != kind:
+                got = "no such feature" if p is None else f"type {p['type']}"
+                raise ValueError(
+                    f"profile of model {model_id!r} does not describe {kind} feature {name!r} ({got})"
+                )
+            return dict(p)
+
+        num = [col(n, "numeric") for n in numeric]
+        cat = [col(n, "categorical") for n in categorical]
+
+        def qs(p: dict[str, Any]) -> list[float]:
+            q = p.get("quantiles")
+            if not q:
+                return [math.nan] * POINTS
+            return list(np.interp(np.linspace(0, 1, POINTS), np.linspace(0, 1, len(q)), q))
+
+        def f(v: Any) -> float:
+            return math.nan if v is None else float(v)
+
+        return cls(
+            model_id,
+            numeric,
+            categorical,
+            settings,
+            source="profile",
+            rows=int(profile["rows"]),
+            quantiles=np.array([qs(p) for p in num], dtype=np.float64).reshape(len(num), POINTS),
+            counts=np.array([p["valid"] for p in num], dtype=np.int64),
+            minimum=np.array([f(p["min"]) for p in num]),
+            maximum=np.array([f(p["max"]) for p in num]),
+            mode_share=np.array([f(p["mode_share"]) for p in num]),
+            missing_rate=np.array([p["missing_rate"] for p in num + cat], dtype=np.float64),
+            invalid_rate=np.array(
+                [p.get("non_finite", 0) / max(p["count"], 1) for p in num] + [0.0] * len(cat)
+            ),
+            vocabularies=[p["vocabulary"] for p in cat],
+            category_counts=[p["valid"] for p in cat],
+            singletons=[p["singletons"] for p in cat],
+        )
+
+    @classmethod
+    def from_sample(
+        cls,
+        model_id: str,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        x: FloatArray,
+        codes: IntArray,
+        vocabulary: Callable[[int], list[str]],
+        invalid_rate: FloatArray,
+        settings: QualitySettings,
+        start_index: int,
+    ) -> QualityWatch:
+        """From the warm-up reference: numeric matrix (NaN: missing or invalid), category codes
+        (-1: missing) with their vocabularies, and each feature's invalid rate in the warm-up."""
+        m, k = x.shape
+        finite = np.isfinite(x)
+        valid = finite.sum(axis=0)
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                q = np.nanquantile(np.where(finite, x, np.nan), np.linspace(0, 1, POINTS), axis=0).T
+        q = np.where(valid[:, None] > 0, q, np.nan).reshape(k, POINTS)
+        lo = np.where(finite, x, np.inf).min(axis=0) if m else np.full(k, np.inf)
+        hi = np.where(finite, x, -np.inf).max(axis=0) if m else np.full(k, -np.inf)
+        share = np.full(k, np.nan)
+        for j in range(k):  # per feature, not per event
+            v = np.sort(x[finite[:, j], j])
+            if len(v):
+                _, runs = np.unique(v, return_counts=True)
+                share[j] = runs.max() / len(v)
+        inv = np.asarray(invalid_rate, dtype=np.float64)
+        miss_num = np.clip((~finite).mean(axis=0) - inv[:k], 0.0, 1.0) if m else np.zeros(k)
+        vocabs, cat_counts, singles, miss_cat = [], [], [], []
+        for j in range(codes.shape[1]):
+            cj = codes[:, j]
+            present = cj[cj >= 0]
+            values = vocabulary(j)
+            bc = np.bincount(present, minlength=len(values)) if len(present) else np.zeros(0, np.int64)
+            seen = [values[i] for i in np.flatnonzero(bc).tolist()]
+            vocabs.append(sorted({cv for cv in map(canonical_value, seen) if cv is not None}))
+            cat_counts.append(len(present))
+            singles.append(int((bc == 1).sum()))
+            miss_cat.append(float((cj < 0).mean()) if m else 0.0)
+        return cls(
+            model_id,
+            numeric,
+            categorical,
+            settings,
+            source="warm-up",
+            rows=m,
+            quantiles=q,
+            counts=valid.astype(np.int64),
+            minimum=np.where(np.isfinite(lo), lo, np.nan),
+            maximum=np.where(np.isfinite(hi), hi, np.nan),
+            mode_share=share,
+            missing_rate=np.concatenate([miss_num, np.asarray(miss_cat, dtype=np.float64)]),
+            invalid_rate=inv,
+            vocabularies=vocabs,
+            category_counts=cat_counts,
+            singletons=singles,
+            start_index=start_index,
+        )
+
+    # -- processing -----------------------------------------------------------------------
+
+    @property
+    def explained(self) -> set[str]:
+        """Features of firing unit changes and column swaps: their drift has a named cause."""
+        return {
+            f
+            for c in self.conditions.values()
+            if c["status"] == "firing" and c["kind"] in EXPLAINING
+            for f in c["features"]
+        }
+
+    def update(
+        self,
+        x: FloatArray,
+        codes: IntArray,
+        bad: BoolArray | None,
+        times: IntArray,
+        versions: Sequence[str | None],
+        first_index: int,
+        vocabulary: Callable[[int], list[str]],
+    ) -> list[Alert]:
+        """Feed consecutive events (model event index ``first_index`` on); alerts they cause."""
+        n = len(times)
+        if n == 0:
+            return []
+        self.position = int(first_index)
+        self._extend_codes(codes, vocabulary)
+        w, step = self.settings.window_size, self.settings.step
+        u = batch_cdf(self._q_safe, x)
+        alerts: list[Alert] = []
+        i = 0
+        while i < n:
+            take = min(n - i, step - self.position % step)
+            idx = (self.position + np.arange(take)) % w
+            self.x[idx] = x[i : i + take]
+            self.u[idx] = u[i : i + take]
+            self.codes[idx] = codes[i : i + take]
+            self.bad[idx] = False if bad is None else bad[i : i + take]
+            self.times[idx] = times[i : i + take]
+            self.position += take
+            self.filled = min(w, self.filled + take)
+            i += take
+            if self.position % step == 0 and self.filled >= w:
+                alerts += self._evaluate(int(times[i - 1]), versions[i - 1])
+        return alerts
+
+    def _extend_codes(self, codes: IntArray, vocabulary: Callable[[int], list[str]]) -> None:
+        """Cache each category code's value and whether the reference knows it."""
+        for j in range(len(self.categorical)):
+            top = max(int(codes[:, j].max(initial=-1)), int(self.codes[:, j].max(initial=-1)))
+            if top < len(self._values[j]):
+                continue
+            values = vocabulary(j)
+            tracker = self._trackers[j]
+            known = tracker.vocabulary if tracker is not None else frozenset()
+            new = [tracker is not None and canonical_value(v) not in known for v in values]
+            # a value that canonicalises to null (e.g. "NA") is not new: it is a missing value
+            new = [b and canonical_value(v) is not None for b, v in zip(new, values, strict=True)]
+            self._values[j] = list(values)
+            self._is_new[j] = np.array(new, dtype=bool)
+
+    def _window(self) -> tuple[FloatArray, IntArray, BoolArray, IntArray]:
+        w = self.settings.window_size
+        order = (self.position - w + np.arange(w)) % w
+        return self.x[order], self.codes[order], self.bad[order], self.times[order]
+
+    def _window_cdf(self) -> FloatArray:
+        w = self.settings.window_size
+        u: FloatArray = self.u[(self.position - w + np.arange(w)) % w]
+        return u
+
+    def _evaluate(self, t_ms: int, version: str | None) -> list[Alert]:
+        x, codes, bad, times = self._window()
+        findings = self._swaps_and_units(x) + self._new_categories(codes) + self._quality(x, codes, bad)
+        return self._lifecycle(findings, times, t_ms, version)
+
+    def _swaps_and_units(self, x: FloatArray) -> list[_Finding]:
+        """Column swaps and unit changes among the numeric features that drifted in the window.
+
+        Screen: a feature is a candidate when the whole window is clearly unlike its reference
+        (KS above the ``alpha`` threshold; clean data stops here). The permutation and the
+        conversion are then fitted on the window's tail since the estimated change start (at
+        least ``MIN_TAIL`` events), so a window still holding pre-change events neither hides
+        nor distorts them (a factor estimated over a mixed window is biased).
+        """
+        k, alpha, w = len(self.numeric), self.settings.alpha, len(x)
+        cand = self._usable & (np.isfinite(x).sum(axis=0) >= MIN_TAIL)
+        if k == 0 or not cand.any():
+            return []
+        # screen all features at once (vectorised), confirm the few that pass exactly
+        u = np.where(cand[None, :], self._window_cdf(), np.nan)
+        screen = batch_ks(u)
+        drifted = np.zeros(k, dtype=bool)
+        for i in np.flatnonzero(cand).tolist():
+            n_i = int(np.isfinite(x[:, i]).sum())
+            thr = ks_threshold(alpha, n_i, int(self.counts[i]), POINTS)
+            if screen[i] > 0.8 * thr:
+                drifted[i] = ks_distance(self.quantiles[i], x[:, i]) > thr
+        if not drifted.any():
+            return []
+        pits = {i: _pit_scores(u[:, i]) for i in np.flatnonzero(drifted).tolist()}
+        out: list[_Finding] = []
+        mapping: dict[int, int] = {}
+        if drifted.sum() >= 2:
+            z = sum((pits[i] for i in np.flatnonzero(drifted).tolist()), np.zeros((w, 2)))
+            row = min(_change_row(z), w - MIN_TAIL)
+            q = np.where(self._usable[:, None], self.quantiles, np.nan)
+            swap = detect_column_swap(
+                q, x[row:], reference_counts=self._swap_counts, candidates=drifted, alpha_drift=alpha
+            )
+            mapping = swap.mapping
+            for cyc in swap.cycles:
+                names = [self.numeric[i] for i in cyc]
+                sub = ColumnSwapResult(
+                    True, {i: swap.mapping[i] for i in cyc}, [cyc], swap.distances,
+                    swap.drift_threshold, swap.fit_threshold, swap.n, swap.evidence,
+                )  # fmt: skip
+                firing = [
+                    key
+                    for key, c in self.conditions.items()
+                    if c["kind"] == "column_swap" and set(c["features"]) & set(names)
+                ]
+                own = max(float(swap.distances[i, i]) for i in cyc)
+                out.append(
+                    _Finding(
+                        firing[0] if firing else "column_swap|" + ",".join(sorted(names)),
+                        "column_swap",
+                        sorted(names),
+                        "ks_assignment",
+                        own,
+                        swap.drift_threshold,
+                        "critical",
+                        partial(sub.message, self.numeric),
+                        sub.details(self.numeric),
+                        sum((pits[i] for i in cyc), np.zeros((w, 2))),
+                    )
+                )
+        for i in np.flatnonzero(drifted).tolist():
+            if i in mapping:
+                continue
+            row = min(_change_row(pits[i]), w - MIN_TAIL)
+            r = detect_unit_change(
+                self.quantiles[i],
+                x[row:, i],
+                reference_count=int(self.counts[i]),
+                feature=i,
+                alpha_drift=alpha,
+            )
+            if not r.detected:
+                continue
+            out.append(
+                _Finding(
+                    f"unit_change|{self.numeric[i]}",
+                    "unit_change",
+                    [self.numeric[i]],
+                    "quantile_fit",
+                    r.distance,
+                    r.drift_threshold,
+                    "critical",
+                    partial(r.message, self.numeric),
+                    dict(r.evidence),
+                    pits[i],
+                )
+            )
+        return out
+
+    def _new_categories(self, codes: IntArray) -> list[_Finding]:
+        out: list[_Finding] = []
+        for j, tracker in enumerate(self._trackers):
+            if tracker is None:
+                continue
+            cj = codes[:, j]
+            present = cj[cj >= 0]
+            is_new = self._is_new[j]
+            counts = np.bincount(present, minlength=len(is_new))[: len(is_new)]
+            new_codes = np.flatnonzero(is_new & (counts > 0))
+            tracker.reset()
+            tracker.total = len(present)
+            if len(new_codes):
+                ordered = new_codes[np.argsort(-counts[new_codes], kind="stable")]
+                keep = ordered[: tracker.max_tracked]
+                tracker.counts = {self._values[j][c]: int(counts[c]) for c in keep.tolist()}
+                tracker.overflow = int(counts[ordered[tracker.max_tracked :]].sum())
+            r = tracker.result()
+            if not r.detected:
+                continue
+            name = self.categorical[j]
+            floor = max(tracker.min_count, tracker.min_share * r.total, tracker.tail_floor())
+            rows_new = np.zeros(len(cj), dtype=bool)
+            rows_new[cj >= 0] = is_new[np.clip(cj[cj >= 0], 0, len(is_new) - 1)]
+            out.append(
+                _Finding(
+                    f"new_category|{name}",
+                    "new_category",
+                    [name],
+                    "cardinality" if r.exploded else "vocabulary",
+                    r.share,
+                    floor / r.total if r.total else 0.0,
+                    "critical" if r.exploded else "warning",
+                    partial(r.message, name),
+                    dict(r.evidence),
+                    rows_new.astype(np.float64),
+                )
+            )
+        return out
+
+    def _quality(self, x: FloatArray, codes: IntArray, bad: BoolArray) -> list[_Finding]:
+        k, alpha, w = len(self.numeric), self.settings.alpha, self.settings.window_size
+        missing = np.concatenate([np.isnan(x) & ~bad[:, :k], codes < 0], axis=1)
+        out: list[_Finding] = []
+        gone = set()
+        for f in missing_check(np.where(missing, np.nan, 0.0), self._missing_ref, alpha=alpha):
+            name = self.names[f.feature]
+            if f.count == f.n:
+                gone.add(f.feature)
+            out.append(self._dq(f, name, missing[:, f.feature] - f.expected))
+        # invalid values (wrong type, not finite): kept as events, counted per feature
+        kb = bad.sum(axis=0)
+        p0 = (self.invalid_rate * self.rows + 1) / (self.rows + 2) + INVALID_TOLERANCE
+        pv = binomial_tail_bound(kb, w, p0)
+        for g in np.flatnonzero(pv < alpha).tolist():
+            name, rate, ref = self.names[g], float(kb[g] / w), float(self.invalid_rate[g])
+            kind = "numeric" if g < k else "categorical"
+            out.append(
+                _Finding(
+                    f"data_quality|{name}|invalid",
+                    "data_quality",
+                    [name],
+                    "invalid",
+                    rate,
+                    float(p0[g]),
+                    "critical" if rate >= 0.5 else "warning",
+                    partial(_invalid_message, name, kind, rate, ref),
+                    {
+                        "invalid": int(kb[g]),
+                        "n": w,
+                        "rate": rate,
+                        "reference_rate": ref,
+                        "p_value_bound": float(pv[g]),
+                        "check": "invalid",
+                    },
+                    bad[:, g].astype(np.float64) - ref,
+                )
+            )
+        if k:
+            for f in range_check(x, self._qref, alpha=alpha, tolerance=RANGE_TOLERANCE):
+                if f.feature in gone:
+                    continue
+                with np.errstate(invalid="ignore"):
+                    outside = (x[:, f.feature] < self.minimum[f.feature]) | (
+                        x[:, f.feature] > self.maximum[f.feature]
+                    )
+                out.append(self._dq(f, self.numeric[f.feature], outside - f.expected, hold=True))
+            for f in constant_check(x, self._qref, alpha=alpha):
+                if f.feature in gone:
+                    continue
+                same = (x[:, f.feature] == f.observed).astype(np.float64)
+                out.append(self._dq(f, self.numeric[f.feature], same - f.expected))
+        return out
+
+    def _dq(self, f: Any, name: str, z: FloatArray, hold: bool = False) -> _Finding:
+        return _Finding(
+            f"data_quality|{name}|{f.check}",
+            "data_quality",
+            [name],
+            f.check,
+            float(f.observed),
+            float(f.expected),
+            "critical" if f.check != "out_of_range" and f.observed >= 0.5 else "warning",
+            lambda since: str(f.message(name, since)),
+            {**f.evidence, "check": f.check},
+            np.asarray(z, dtype=np.float64),
+            hold=hold,
+        )
+
+    def _lifecycle(
+        self, findings: list[_Finding], times: IntArray, t_ms: int, version: str | None
+    ) -> list[Alert]:
+        w = self.settings.window_size
+        pos = self.position
+        alerts: list[Alert] = []
+        seen = set()
+        for f in findings:
+            if f.key in seen:  # two cycles over the same firing swap: one condition
+                continue
+            seen.add(f.key)
+            c = self.conditions.get(f.key)
+            if c is None:
+                since = int(times[_change_row(f.z)])
+                c = self.conditions[f.key] = {
+                    "kind": f.kind,
+                    "features": f.features,
+                    "detector": f.detector,
+                    "status": "pending",
+                    "first": pos,
+                    "last": pos,
+                    "since": since,
+                }
+            c["last"] = pos
+            if c["status"] != "pending":
+                continue
+            if f.hold:
+                if set(f.features) & (self.explained | self.drifting):
+                    del self.conditions[f.key]  # explained by a unit change, swap or drift
+                    continue
+                if pos - c["first"] < w:
+                    continue
+            c["status"] = "firing"
+            alerts.append(self._alert(f, c, t_ms, version))
+        for key in [k for k, c in self.conditions.items() if k not in seen and pos - c["last"] >= w]:
+            c = self.conditions.pop(key)
+            if c["status"] == "firing":
+                alerts.append(self._resolved(c, t_ms, version))
+        return alerts
+
+    def _base_details(self, features: list[str]) -> dict[str, Any]:
+        return {
+            "features": features,
+            "window_events": self.settings.window_size,
+            "step_events": self.settings.step,
+            "reference": self.source,
+            "reference_events": self.rows,
+        }
+
+    def _alert(self, f: _Finding, c: dict[str, Any], t_ms: int, version: str | None) -> Alert:
+        since = int(c["since"])
+        return Alert(
+            model_id=self.model_id,
+            model_version=version,
+            kind=f.kind,
+            feature=",".join(f.features),
+            detector=f.detector,
+            status="firing",
+            severity=f.severity,
+            statistic=round(float(f.statistic), 6),
+            threshold=round(float(f.threshold), 6),
+            detected_at_ms=t_ms,
+            change_started_at_ms=since,
+            events_seen=self.position,
+            message=f.message(format_timestamp(since)),
+            details=_safe({**self._base_details(f.features), **f.details}),
+        )
+
+    def _resolved(self, c: dict[str, Any], t_ms: int, version: str | None) -> Alert:
+        names = ", ".join(c["features"])
+        what = {
+            "unit_change": "no longer looks like a unit change",
+            "column_swap": "no longer look swapped",
+            "new_category": "has no new values that matter any more",
+            "data_quality": f"passes its {c['detector'].replace('_', '-')} check again",
+        }[c["kind"]]
+        return Alert(
+            model_id=self.model_id,
+            model_version=version,
+            kind=c["kind"],
+            feature=",".join(c["features"]),
+            detector=c["detector"],
+            status="resolved",
+            severity="info",
+            statistic=0.0,
+            threshold=0.0,
+            detected_at_ms=t_ms,
+            change_started_at_ms=None,
+            events_seen=self.position,
+            message=f"{names} {what} over the last {self.settings.window_size} events.",
+            details=_safe(self._base_details(c["features"])),
+        )
+
+    # -- the monitor's drift hook -----------------------------------------------------------
+
+    def suspect(self, name: str, since_ms: int | None = None) -> bool:
+        """Could a unit change or a swap explain a drift of numeric feature ``name`` just found?
+
+        A loose screen: the median of the events since ``since_ms``, or of the last 10 (the
+        change start is an estimate), is a known conversion of the reference median (10 %), a
+        scaling by 9 or more, or inside another feature's reference interquartile range. The
+        monitor holds such a feature's drift alert for a window until the checks decide.
+        """
+        if name not in self.numeric or not self.filled:
+            return False
+        i = self.numeric.index(name)
+        if not self._usable[i]:
+            return False
+        w = self.settings.window_size
+        order = (self.position - self.filled + np.arange(self.filled)) % w
+        v, t = self.x[order, i], self.times[order]
+        tails = [v[-10:]] + ([v[t >= since_ms]] if since_ms is not None else [])
+        meds = np.array([np.median(r[np.isfinite(r)]) for r in tails if np.isfinite(r).sum() >= 3])
+        if not len(meds):
+            return False
+        ref = float(self.quantiles[i, 50])
+        if ref != 0:
+            factors = np.array([[(med - c.offset) / ref / c.factor for c in CONVERSIONS] for med in meds])
+            if (np.abs(factors - 1.0) <= 0.1).any():
+                return True
+            ratio = meds / ref
+            if ((ratio > 0) & (np.abs(np.log(np.abs(ratio))) >= math.log(9.0))).any():
+                return True
+        others = np.flatnonzero(self._usable & (np.arange(len(self.numeric)) != i))
+        q25, q75 = self.quantiles[others, 25], self.quantiles[others, 75]
+        return bool(((q25[None, :] <= meds[:, None]) & (meds[:, None] <= q75[None, :])).any())
+
+    # -- snapshot -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe state (NaN as null)."""
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "version": SNAPSHOT_VERSION,
+            "model_id": self.model_id,
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "settings": self.settings.model_dump(),
+            "source": self.source,
+            "rows": self.rows,
+            "quantiles": _json(self.quantiles),
+            "counts": _json(self.counts),
+            "minimum": _json(self.minimum),
+            "maximum": _json(self.maximum),
+            "mode_share": _json(self.mode_share),
+            "missing_rate": _json(self.missing_rate),
+            "invalid_rate": _json(self.invalid_rate),
+            "vocabularies": self.vocabularies,
+            "category_counts": self.category_counts,
+            "singletons": self.singletons,
+            "x": _json(self.x),
+            "codes": _json(self.codes),
+            "bad": _json(self.bad),
+            "times": _json(self.times),
+            "position": self.position,
+            "filled": self.filled,
+            "conditions": {k: dict(c) for k, c in self.conditions.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QualityWatch:
+        if d.get("format") != SNAPSHOT_FORMAT or d.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(
+                f"not a {SNAPSHOT_FORMAT} v{SNAPSHOT_VERSION} snapshot: "
+                f"format={d.get('format')!r} version={d.get('version')!r}"
+            )
+        k, c = len(d["numeric"]), len(d["categorical"])
+        q = cls(
+            d["model_id"],
+            d["numeric"],
+            d["categorical"],
+            QualitySettings(**d["settings"]),
+            source=d["source"],
+            rows=int(d["rows"]),
+            quantiles=_floats(d["quantiles"]).reshape(k, POINTS),
+            counts=np.asarray(d["counts"], dtype=np.int64),
+            minimum=_floats(d["minimum"]),
+            maximum=_floats(d["maximum"]),
+            mode_share=_floats(d["mode_share"]),
+            missing_rate=_floats(d["missing_rate"]),
+            invalid_rate=_floats(d["invalid_rate"]),
+            vocabularies=d["vocabularies"],
+            category_counts=d["category_counts"],
+            singletons=d["singletons"],
+            start_index=int(d["position"]),
+        )
+        w = q.settings.window_size
+        q.x = _floats(d["x"]).reshape(w, k)
+        q.u = batch_cdf(q._q_safe, q.x)
+        q.codes = np.asarray(d["codes"], dtype=np.int64).reshape(w, c)
+        q.bad = np.asarray(d["bad"], dtype=bool).reshape(w, k + c)
+        q.times = np.asarray(d["times"], dtype=np.int64)
+        q.filled = int(d["filled"])
+        q.conditions = {str(key): dict(v) for key, v in d["conditions"].items()}
+        return q
+
+
+__all__ = ["QualityWatch", "invalid_rows"]

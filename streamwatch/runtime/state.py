@@ -1,0 +1,274 @@
+"""The state topic: checkpoint records, their offset tags, restore, and the runtime's own figures.
+
+Layout (see docs/operations.md):
+
+* the state topic has as many partitions as the input topics; the state of input partition
+  ``p`` (of both the predictions and the labels topic) lives in state partition ``p`` and is
+  always produced with that explicit partition, never by key hash;
+* a **model record** has key ``model_id`` and the monitor's versioned JSON snapshot
+  (:meth:`~streamwatch.monitor.ModelMonitor.snapshot`) as value;
+* a **checkpoint record** (key ``\\x00checkpoint``, empty JSON object) is written with every
+  checkpoint that moves partition ``p``'s offsets;
+* every record carries header ``sw_src``: JSON ``{topic: next offset}`` of both input
+  partitions ``p`` the record is consistent with, and ``sw_kind`` (``model`` | ``checkpoint``).
+
+Restore reads a state partition from its beginning to its end (``read_committed``; the end is
+found by the partition-EOF event, not by "high watermark - 1", so transaction markers and
+compacted tails cannot hang it) and keeps, per key, the record with the highest tag that is
+at or below the committed offsets. Records of aborted or never-committed checkpoints, and of
+zombies that wrote after they lost the partition, carry a tag beyond the committed offsets
+(or below the newest valid one) and are ignored; that keeps state exact in at-least-once mode
+too, where nothing is transactional.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+log = logging.getLogger("streamwatch.state")
+
+CHECKPOINT_KEY = b"\x00checkpoint"
+KIND_MODEL = b"model"
+KIND_CHECKPOINT = b"checkpoint"
+H_SRC = "sw_src"
+H_KIND = "sw_kind"
+
+Tag = dict[str, int]  # input topic -> next offset
+
+
+class RestoreError(RuntimeError):
+    """The state topic could not be read to its end in time."""
+
+
+def headers(tag: Mapping[str, int], kind: bytes) -> list[tuple[str, bytes]]:
+    return [(H_SRC, orjson.dumps(dict(tag))), (H_KIND, kind)]
+
+
+def parse_headers(hdrs: Any) -> tuple[Tag | None, bytes]:
+    tag: Tag | None = None
+    kind = KIND_MODEL
+    for k, raw in hdrs.items() if isinstance(hdrs, dict) else hdrs or ():
+        v = raw.encode() if isinstance(raw, str) else raw
+        if k == H_SRC and v:
+            try:
+                doc = orjson.loads(v)
+            except orjson.JSONDecodeError:
+                return None, kind
+            if isinstance(doc, dict) and all(isinstance(o, int) for o in doc.values()):
+                tag = {str(t): int(o) for t, o in doc.items()}
+        elif k == H_KIND and v:
+            kind = v
+    return tag, kind
+
+
+def tag_ok(tag: Mapping[str, int], committed: Mapping[str, int]) -> bool:
+    """A record is valid when each input offset it is consistent with has been committed."""
+    return bool(committed) and set(tag) == set(committed) and all(tag[t] <= committed[t] for t in tag)
+
+
+def _rank(tag: Mapping[str, int]) -> int:
+    # the tags of one owner grow in every component; across a handover the newest valid
+    # state is the one that had consumed the most
+    return sum(tag.values())
+
+
+@dataclass
+class RestoredPartition:
+    partition: int
+    committed: Tag
+    records: dict[str, bytes] = field(default_factory=dict)  # model_id -> snapshot
+    read: int = 0
+    skipped: int = 0
+    checkpoint_seen: bool = False
+    bytes: int = 0
+
+
+def read_state(
+    consumer: Consumer,
+    topic: str,
+    committed: Mapping[int, Tag],
+    timeout: float,
+    wait_for_checkpoint: float = 0.0,
+) -> dict[int, RestoredPartition]:
+    """Read state partitions ``committed.keys()`` to their end and keep the valid records.
+
+    ``committed[p]`` holds the committed next offsets of input partition ``p`` by topic (an
+    empty mapping: nothing committed, so no record is valid). With ``wait_for_checkpoint`` > 0
+    (exactly-once mode) a partition whose committed offsets exist is read past its end for up
+    to that many seconds until the checkpoint record of exactly those offsets shows up: the
+    transaction that committed the offsets has written it, and its marker may reach the state
+    partition a moment after the offsets became visible.
+    """
+    out = {p: RestoredPartition(p, dict(c)) for p, c in committed.items()}
+    if not out:
+        return out
+    best: dict[tuple[int, str], tuple[int, bytes]] = {}
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in out])
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout
+    eof_at: float | None = None
+    try:
+        while True:
+            for m in consumer.consume(10_000, 0.05):
+                p = m.partition()
+                if p is None or p not in out:
+                    continue
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(p)
+                        continue
+                    raise KafkaException(err)
+                at_end.discard(p)
+                rp = out[p]
+                rp.read += 1
+                value = m.value()
+                tag, kind = parse_headers(m.headers())
+                if tag is None or not tag_ok(tag, rp.committed):
+                    rp.skipped += 1
+                    continue
+                if kind == KIND_CHECKPOINT:
+                    if tag == rp.committed:
+                        rp.checkpoint_seen = True
+                    continue
+                key = (m.key() or b"").decode("utf-8", "replace")
+                if value is None:  # a tombstone: the model's state was deleted
+                    best.pop((p, key), None)
+                    continue
+                r = _rank(tag)
+                old = best.get((p, key))
+                if old is None or r >= old[0]:
+                    best[(p, key)] = (r, value)
+            if at_end >= set(out):
+                waiting = [
+                    p
+                    for p, rp in out.items()
+                    if wait_for_checkpoint and rp.committed and not rp.checkpoint_seen
+                ]
+                if not waiting:
+                    break
+                now = time.monotonic()
+                eof_at = eof_at or now
+                if now - eof_at >= wait_for_checkpoint:
+                    log.warning(
+                        "no checkpoint record matches the committed offsets of state partitions %s; "
+                        "using the newest valid records (offsets committed by another tool or version?)",
+                        waiting,
+                        extra={"event": "restore", "partitions": waiting},
+                    )
+                    break
+            if time.monotonic() > deadline:
+                missing = sorted(set(out) - at_end)
+                raise RestoreError(
+                    f"state topic {topic} partitions {missing} not read to the end in {timeout} s"
+                )
+    finally:
+        consumer.unassign()
+    for (p, key), (_, value) in best.items():
+        out[p].records[key] = value
+        out[p].bytes += len(value)
+    return out
+
+
+@dataclass
+class Timing:
+    """Count, sum, last and largest duration of one kind of step, plus cumulative-able buckets."""
+
+    BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+    count: int = 0
+    total: float = 0.0
+    last: float = 0.0
+    max: float = 0.0
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(Timing.BOUNDS) + 1))
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.last = seconds
+        self.max = max(self.max, seconds)
+        i = 0
+        while i < len(self.BOUNDS) and seconds > self.BOUNDS[i]:
+            i += 1
+        self.buckets[i] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "sum": self.total,
+            "last": self.last,
+            "max": self.max,
+            "buckets": dict(zip([*map(str, self.BOUNDS), "+Inf"], self.buckets, strict=True)),
+        }
+
+
+@dataclass
+class RuntimeStats:
+    """What the Kafka runtime did, for the exporter: read it with :meth:`as_dict` (thread-safe).
+
+    ``committed_counts`` holds, per (partition, model), the events and labels counted in the
+    state of the last committed checkpoint: counters rendered from it never go backwards,
+    even when a transaction aborts and the worker reprocesses.
+    """
+
+    mode: str = "exactly_once"
+    checkpoints: int = 0  # committed checkpoints that moved offsets or state
+    checkpoint: Timing = field(default_factory=Timing)  # snapshot + produce + commit
+    commit: Timing = field(default_factory=Timing)  # send_offsets + commit_transaction (or commit)
+    restore: Timing = field(default_factory=Timing)  # committed offsets + state read + monitors
+    restored_models: int = 0
+    restored_bytes: int = 0
+    state_records: int = 0  # model records written
+    state_bytes: int = 0
+    aborts: int = 0  # transactions aborted (then state rewound to the last commit)
+    commit_failures: int = 0  # at-least-once commits that failed (retried at the next checkpoint)
+    offset_resets: int = 0  # committed offsets older than the retention: data was lost
+    rebalances: int = 0
+    assigned: list[tuple[str, int]] = field(default_factory=list)  # input partitions held
+    owned: list[int] = field(default_factory=list)  # partitions whose state this worker owns
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)  # messages behind the high watermark
+    committed_counts: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "mode": self.mode,
+                "checkpoints": self.checkpoints,
+                "checkpoint_seconds": self.checkpoint.as_dict(),
+                "commit_seconds": self.commit.as_dict(),
+                "restore_seconds": self.restore.as_dict(),
+                "restored_models": self.restored_models,
+                "restored_bytes": self.restored_bytes,
+                "state_records": self.state_records,
+                "state_bytes": self.state_bytes,
+                "aborts": self.aborts,
+                "commit_failures": self.commit_failures,
+                "offset_resets": self.offset_resets,
+                "rebalances": self.rebalances,
+                "assigned": list(self.assigned),
+                "owned": list(self.owned),
+                "lag": dict(self.lag),
+                "committed_counts": dict(self.committed_counts),
+            }
+
+
+__all__ = [
+    "CHECKPOINT_KEY",
+    "RestoreError",
+    "RestoredPartition",
+    "RuntimeStats",
+    "Timing",
+    "headers",
+    "parse_headers",
+    "read_state",
+    "tag_ok",
+]
