@@ -45,7 +45,7 @@ from streamwatch.detectors.cusum import CUSUM
 from streamwatch.detectors.window import FeatureWindowTests
 from streamwatch.events import format_timestamp
 from streamwatch.performance import PerformanceTracker
-from streamwatch.performance.tracker import class_name
+from streamwatch.performance.tracker import baseline_from_profile, class_name
 from streamwatch.quality.watch import QualityWatch, invalid_rows
 from streamwatch.sketches import BlockWindow, ReferenceBins
 
@@ -88,8 +88,13 @@ class ModelMonitor:
         # only the model's own monitor tracks performance; the output monitors inside it do not
         self.performance: PerformanceTracker | None = None
         if kind == "data_drift":
+            perf = performance or PerformanceSettings()
+            if not perf.baseline and profile is not None:  # development metrics of the profile
+                base, n = baseline_from_profile(profile.get("metrics"))
+                if base:
+                    perf = perf.model_copy(update={"baseline": base, "baseline_events": n})
             self.performance = PerformanceTracker(
-                model_id, performance or PerformanceSettings(), drift.false_alarm_events * self.budget_units
+                model_id, perf, drift.false_alarm_events * self.budget_units
             )
         self.outputs: dict[str, ModelMonitor] = {}  # "prediction" and "label" monitors
         self.features = dict(features)

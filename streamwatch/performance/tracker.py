@@ -795,6 +795,22 @@ class PerformanceTracker:
         return t
 
 
+def baseline_from_profile(metrics: dict[str, Any] | None) -> tuple[dict[str, float], int | None]:
+    """The development metrics of a reference profile (``streamwatch profile``) as a baseline,
+    with the number of rows behind them."""
+    if not metrics or not metrics.get("n"):
+        return {}, None
+    names = {
+        "classification": ("accuracy", "macro_f1"),
+        "binary_scores": ("accuracy", "brier"),
+        "regression": ("mae", "rmse"),
+    }.get(str(metrics.get("task")), ())
+    base = {k: float(metrics[k]) for k in names if isinstance(metrics.get(k), int | float)}
+    if metrics.get("task") == "binary_scores" and isinstance(metrics.get("auc"), int | float):
+        base["roc_auc"] = float(metrics["auc"])
+    return base, int(metrics["n"])
+
+
 def _change_start(times: IntArray, errors: FloatArray, reference: float) -> int | None:
     """When the errors of the recent labelled events, in prediction-time order, most likely
     started to exceed the reference: the split that maximises the excess after it.

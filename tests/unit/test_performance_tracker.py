@@ -161,3 +161,14 @@ def test_covariate_shift_that_does_not_hurt(tmp_path: Path) -> None:
     assert "data_drift" in kinds
     assert "performance" not in kinds and "concept_drift" not in kinds
     assert ModelMonitor.restore(monitor.snapshot()).snapshot() == monitor.snapshot()
+
+
+def test_a_profile_with_development_metrics_sets_the_baseline() -> None:
+    from streamwatch.config import DriftSettings, FeatureType
+    from streamwatch.performance.tracker import baseline_from_profile
+
+    metrics = {"task": "classification", "n": 5000, "accuracy": 0.91, "macro_f1": 0.88, "classes": {}}
+    assert baseline_from_profile(metrics) == ({"accuracy": 0.91, "macro_f1": 0.88}, 5000)
+    assert baseline_from_profile({"task": None, "n": 0}) == ({}, None)
+    m = ModelMonitor("m", {"x": FeatureType.NUMERIC}, DriftSettings(), profile=None)
+    assert m.performance is not None and m.performance.baseline == {}
