@@ -60,6 +60,8 @@ def topics() -> dict[str, str]:
 def write_config(
     path: Path, bootstrap: str, topics: dict[str, str], models: dict[str, Any], **extra: Any
 ) -> Path:
+    # a state topic of its own per test: a shared one would tie tests' partition counts together
+    topics = {"state": f"{topics['predictions']}.state", **topics}
     doc = {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"g-{uuid.uuid4().hex[:8]}"},
         "topics": {**topics, "partitions": 2},

@@ -577,12 +577,19 @@ class KafkaWorker:
 
     def _start(self) -> None:
         t = self.settings.topics
-        try:
-            md = self.consumer.list_topics(timeout=15)
-        except KafkaException as e:
-            raise KafkaSetupError(
-                f"cannot reach Kafka at {self.settings.kafka.bootstrap_servers}: {e.args[0].str()}"
-            ) from None
+        names = list(dict.fromkeys([t.predictions, t.labels, t.state]))
+        deadline = time.monotonic() + 15
+        while True:  # topics just created may take a moment to appear in metadata
+            try:
+                md = self.consumer.list_topics(timeout=15)
+            except KafkaException as e:
+                raise KafkaSetupError(
+                    f"cannot reach Kafka at {self.settings.kafka.bootstrap_servers}: {e.args[0].str()}"
+                ) from None
+            seen = [n for n in names if n in md.topics and md.topics[n].error is None]
+            if len(seen) == len(names) or not self.settings.topics.create or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         counts = {}
         for name in dict.fromkeys([t.predictions, t.labels, t.state]):
             tm = md.topics.get(name)
