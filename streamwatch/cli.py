@@ -54,7 +54,7 @@ def _default_log_format() -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from streamwatch.engine import Engine
-    from streamwatch.exporter import Exporter
+    from streamwatch.exporter import Exporter, RuntimeCollector
     from streamwatch.runtime.kafka import KafkaSetupError, KafkaWorker, ensure_topics
 
     settings = _settings(args)
@@ -78,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         exporter.close()
         return FAILURE
     worker = KafkaWorker(settings, engine, exporter, on_alert=_print_alert if args.print_alerts else None)
+    exporter.registry.register(RuntimeCollector(worker.stats))
     log.info(
         "consuming %s and %s as group %s from %s",
         settings.topics.predictions,
@@ -183,6 +184,34 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    def _check_profiles(model_id: str, m: Any) -> list[str]:
+        """Load and verify every profile of a model (content hash, configured features and types);
+        print what each is, return the problems."""
+        from streamwatch.profile import ProfileError, load_profile
+        from streamwatch.quality.schema import profile_problems
+
+        paths = ([("profile", m.profile)] if m.profile else []) + [
+            (f"profiles_by_version[{v!r}]", path) for v, path in m.profiles_by_version.items()
+        ]
+        feats = {n: t.value for n, t in m.features.items()}
+        problems = []
+        for where, path in paths:
+            try:
+                prof = load_profile(path)
+            except ProfileError as e:
+                problems.append(f"model {model_id} {where}: {e}")
+                continue
+            found = profile_problems(feats, prof)
+            problems += [f"model {model_id} {where} ({path}): {p}" for p in found]
+            if not found:
+                extra = sorted(set(prof["features"]) - set(feats))
+                print(
+                    f"  {where}: {path} ({prof['rows']:,} rows, {prof['content_hash'][:19]}) matches the "
+                    "configured features"
+                    + (f"; also describes {extra} (not unknown fields)" if extra else "")
+                )
+        return problems
+
     settings = _settings(args)
     k = settings.kafka
     print(f"config {args.config}: valid")
@@ -196,6 +225,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"alerts={t.alerts} dead_letters={t.dead_letters}"
     )
     print(f"metrics: http://{settings.metrics.host}:{settings.metrics.port}/metrics")
+    problems: list[str] = []
     for model_id, m in settings.models.items():
         d = settings.drift_for(model_id)
         num = [n for n, ty in m.features.items() if ty.value == "numeric"]
@@ -206,6 +236,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"{d.step} by {d.statistic} (numeric) and {d.categorical_statistic} (categorical)"
             + (f", plus a CUSUM per numeric feature for shifts >= {d.cusum_min_shift} sd" if d.cusum else "")
             + f"; one false alert per {d.false_alarm_events:,.0f} events at most"
+        )
+        problems += _check_profiles(model_id, m)
+    if problems:
+        raise UsageError(
+            f"config {args.config}: {len(problems)} problem(s) with reference profiles:\n  "
+            + "\n  ".join(problems)
         )
     return OK
 

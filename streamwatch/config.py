@@ -134,6 +134,18 @@ class QualitySettings(_Strict):
         0.005, ge=0, le=1, description="share of the window a new category needs to matter"
     )
     new_category_max_tracked: int = Field(100, ge=1, description="distinct new values counted by name")
+    unknown_field_min_share: float = Field(
+        0.01, gt=0, le=1, description="share of the window a field the config does not declare needs"
+    )
+    unknown_fields_max_tracked: int = Field(
+        100, ge=1, description="distinct unknown field names counted by name (per window and in total)"
+    )
+    duplicate_ids_tracked: int = Field(
+        5_000, ge=0, description="recent distinct event ids per model checked for duplicates (0: off)"
+    )
+    duplicate_min_share: float = Field(
+        0.01, gt=0, le=1, description="share of duplicate event ids in the window that raises an alert"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> QualitySettings:
@@ -149,17 +161,21 @@ class ModelSettings(_Strict):
     # reference profile (`streamwatch profile --out ...`) for the dev-prod checks; without one
     # the warm-up events are the reference
     profile: str | None = Field(None, description="path of the model's reference profile JSON")
+    # per model version: the monitor takes the profile of the version of its first event (else
+    # `profile`)
+    profiles_by_version: dict[str, str] = Field(
+        default_factory=dict, description="model_version -> path of that version's reference profile"
+    )
 
-    def reference_profile(self) -> dict[str, Any] | None:
-        """The configured profile, loaded and verified (cached per path), or None."""
-        if self.profile is None:
-            return None
-        from streamwatch.profile import load_profile  # imported here: keeps config import light
+    def reference_profile(self, version: str | None = None) -> dict[str, Any] | None:
+        """The profile of ``version`` when one is configured, else the model's profile, loaded
+        and verified (cached per path), or None."""
+        path = self.profiles_by_version.get(version, self.profile) if version is not None else self.profile
+        return None if path is None else _load_profile(path)
 
-        cached = _PROFILES.get(self.profile)
-        if cached is None:
-            cached = _PROFILES[self.profile] = load_profile(self.profile)
-        return cached
+    def version_profiles(self) -> dict[str, dict[str, Any]]:
+        """Every per-version profile, loaded and verified."""
+        return {v: _load_profile(p) for v, p in self.profiles_by_version.items()}
 
     @field_validator("features", mode="before")
     @classmethod
@@ -167,6 +183,15 @@ class ModelSettings(_Strict):
         if isinstance(v, dict):
             return {k: (t.lower() if isinstance(t, str) else t) for k, t in v.items()}
         return v
+
+
+def _load_profile(path: str) -> dict[str, Any]:
+    from streamwatch.profile import load_profile  # imported here: keeps config import light
+
+    cached = _PROFILES.get(path)
+    if cached is None:
+        cached = _PROFILES[path] = load_profile(path)
+    return cached
 
 
 class KafkaSettings(_Strict):
@@ -231,6 +256,12 @@ class StateSettings(_Strict):
 class MetricsSettings(_Strict):
     host: str = "0.0.0.0"
     port: int = Field(9400, ge=0, le=65535)
+    max_series_per_model: int = Field(
+        2000,
+        ge=10,
+        description="series a model may export; beyond it the least drifted features and the "
+        "smallest classes are withheld (see docs/metrics.md#cardinality)",
+    )
 
 
 class LoggingSettings(_Strict):

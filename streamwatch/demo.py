@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "labels": f"demo.{run}.labels",
         "alerts": f"demo.{run}.alerts",
         "dead_letters": f"demo.{run}.dead-letters",
+        "state": f"demo.{run}.state",
     }
     config_path.write_text(
         yaml.safe_dump(

@@ -79,6 +79,7 @@ class Engine:
             performance=self.settings.performance_for(model_id),
             profile=cfg.reference_profile(),
             quality=self.settings.quality,
+            profiles_by_version=cfg.version_profiles(),
         )
 
     def monitor(self, model_id: str, partition: int = -1) -> ModelMonitor:

@@ -29,6 +29,8 @@ the warm-up events; a feature whose drift a firing unit change or swap explains 
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -46,6 +48,7 @@ from streamwatch.detectors.window import FeatureWindowTests
 from streamwatch.events import format_timestamp
 from streamwatch.performance import PerformanceTracker
 from streamwatch.performance.tracker import baseline_from_profile, class_name
+from streamwatch.quality.schema import SchemaScan, SchemaTracker, count_capped
 from streamwatch.quality.watch import QualityWatch, invalid_rows
 from streamwatch.sketches import BlockWindow, ReferenceBins
 
@@ -80,6 +83,7 @@ class ModelMonitor:
         budget_units: int | None = None,
         profile: dict[str, Any] | None = None,
         quality: QualitySettings | None = None,
+        profiles_by_version: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         self.model_id = model_id
         self.kind = kind
@@ -124,10 +128,26 @@ class ModelMonitor:
         # configured, else built from the warm-up reference in _fit_reference
         self.quality_settings = quality or QualitySettings()
         self.quality: QualityWatch | None = None
-        if kind == "data_drift" and self.quality_settings.enabled and profile is not None:
+        watch = kind == "data_drift" and self.quality_settings.enabled
+        # per-version profiles: the one of the first event's model_version, chosen in process()
+        self._pending_profiles: tuple[dict[str, dict[str, Any]], dict[str, Any] | None] | None = None
+        if watch and profiles_by_version:
+            self._pending_profiles = (dict(profiles_by_version), profile)
+        elif watch and profile is not None:
             self.quality = QualityWatch.from_profile(
                 model_id, self.schema.numeric, self.schema.categorical, profile, self.quality_settings
             )
+        # schema checks (unknown fields, absent features, duplicate ids) from the first event on;
+        # the counters are what the exporter reads
+        self.schema_tracker: SchemaTracker | None = None
+        if watch:
+            known = {f for p in [profile, *(profiles_by_version or {}).values()] if p for f in p["features"]}
+            self.schema_tracker = SchemaTracker(
+                self.schema.names, known, self.quality_settings.duplicate_ids_tracked
+            )
+        self.unknown_fields: Counter[str] = Counter()  # events carrying each undeclared field (capped)
+        self.duplicate_events = 0  # events whose id was among the model's recent ids
+        self.absent_fields = np.zeros(n, dtype=np.int64)  # per feature: the key was not in the event
         self.withheld = np.zeros(n, dtype=bool)  # drift firing whose alert a quality alert replaced
         self._held: list[Alert] = []  # drift alerts waiting for the quality checks to decide
         self._batch_rows = 0
@@ -257,10 +277,13 @@ class ModelMonitor:
         n = len(group)
         if n == 0:
             return []
+        if self._pending_profiles is not None:
+            self._choose_profile(group.versions[0])
         cols = self.schema.columns(group.features)
         times = np.asarray(group.times_ms, dtype=np.int64)
         self.missing += cols.missing
         self.invalid += cols.invalid
+        scan = self._scan_schema(group)
         had_quality, self._batch_rows = self.quality is not None, n
         start = 0
         if self.bins is None:
@@ -290,15 +313,48 @@ class ModelMonitor:
                 alerts += self._cusum_alarm(*hit, times, start, first, group.versions)
             self._remember_times(times[start:], first)
         if self.quality is not None:
-            alerts = self._with_quality(group, cols, times, 0 if had_quality else start, alerts)
+            alerts = self._with_quality(group, cols, times, 0 if had_quality else start, alerts, scan)
         self.events_seen += n
         self.model_version = group.versions[-1]
         return alerts + self._observe_outputs(group)
 
     # -- quality checks and "one root cause, one alert" --------------------------------------
 
+    def _choose_profile(self, version: str | None) -> None:
+        """The reference of the quality checks: the profile of ``version`` (the model_version of
+        the monitor's first event) when one is configured, else the model's profile."""
+        assert self._pending_profiles is not None
+        by_version, default = self._pending_profiles
+        self._pending_profiles = None
+        profile = by_version.get(version) if version is not None else None
+        chosen = profile if profile is not None else default
+        if chosen is not None:
+            self.quality = QualityWatch.from_profile(
+                self.model_id, self.schema.numeric, self.schema.categorical, chosen, self.quality_settings
+            )
+            self.quality.reference_version = version if profile is not None else None
+
+    def _scan_schema(self, group: PredictionGroup) -> SchemaScan | None:
+        """Duplicate ids, absent and unknown fields of a batch, counted on the monitor."""
+        if self.schema_tracker is None:
+            return None
+        scan = self.schema_tracker.scan(group.features, group.event_ids)
+        self.duplicate_events += int(scan.duplicate.sum())
+        if scan.absent is not None:
+            self.absent_fields += scan.absent_counts(len(self.schema.names))
+        cap = self.quality_settings.unknown_fields_max_tracked
+        for _, names in scan.unknown:
+            count_capped(self.unknown_fields, names, cap)
+        return scan
+
     def _with_quality(
-        self, group: PredictionGroup, cols: Any, times: IntArray, q_start: int, alerts: list[Alert]
+        self,
+        group: PredictionGroup,
+        cols: Any,
+        times: IntArray,
+        q_start: int,
+        alerts: list[Alert],
+        scan: SchemaScan | None = None,
     ) -> list[Alert]:
         """Feed the quality watch in event order between this batch's drift alerts (so what it
         explains does not depend on batch boundaries) and route those alerts through it."""
@@ -331,6 +387,7 @@ class ModelMonitor:
                         group.versions[pos:stop],
                         self.events_seen + pos,
                         self.schema.vocabulary,
+                        None if scan is None else scan.part(pos, stop),
                     )
                 )
                 pos = stop
@@ -646,6 +703,14 @@ class ModelMonitor:
             "quality": None if self.quality is None else self.quality.to_dict(),
             "withheld": self.withheld,
             "held": [asdict(h) for h in self._held],
+            "schema": None
+            if self.schema_tracker is None
+            else {
+                "tracker": self.schema_tracker.to_dict(),
+                "unknown_fields": dict(self.unknown_fields),
+                "duplicate_events": self.duplicate_events,
+                "absent_fields": self.absent_fields,
+            },
         }
         if self.bins is None:
             doc["reference_buffer"] = {
@@ -698,6 +763,12 @@ class ModelMonitor:
             m.quality = QualityWatch.from_dict(doc["quality"])
         m.withheld = np.asarray(doc["withheld"], dtype=bool)
         m._held = [Alert(**h) for h in doc["held"]]
+        sch = doc.get("schema")  # absent from snapshots of builds before the schema checks
+        if sch is not None:
+            m.schema_tracker = SchemaTracker.from_dict(sch["tracker"])
+            m.unknown_fields = Counter({str(k): int(v) for k, v in sch["unknown_fields"].items()})
+            m.duplicate_events = int(sch["duplicate_events"])
+            m.absent_fields = np.asarray(sch["absent_fields"], dtype=np.int64)
         if m.performance is not None and doc["performance"] is not None:
             m.performance = PerformanceTracker.from_dict(
                 doc["performance"], m.model_id, m.performance.settings, m.performance.false_alarm_events

@@ -35,6 +35,12 @@ SCENARIOS = (
     "column_swap",
     "new_category",
     "missing_feature",
+    # added with the schema checks; like the ones above they draw nothing from the stream's generator
+    "column_rotation",
+    "string_value",
+    "unknown_field",
+    "absent_feature",
+    "duplicate_ids",
 )
 DEFAULT_START_MS = 1_798_761_600_000  # 2027-01-01T00:00:00Z: a fixed start keeps runs identical
 
@@ -64,6 +70,11 @@ class Scenario:
     swap_with: str = "tenure_months"  # column_swap: shift_feature and this one trade values
     new_category: str = "XX"  # new_category: a country never seen before, at new_category_share
     new_category_share: float = 0.02
+    # column_rotation: the first feature gets the second's values, the second the third's, ...
+    rotation: list[str] = field(default_factory=lambda: ["age", "tenure_months", "debt_ratio"])
+    string_value: str = "n/a"  # string_value: shift_feature holds this string instead of a number
+    unknown_field: str = "channel"  # unknown_field: every event also carries this undeclared field
+    duplicate_share: float = 0.05  # duplicate_ids: share of events that repeat the previous event's id
     features: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,11 +83,22 @@ class Scenario:
         if not 1 <= self.numeric_features <= 50:
             raise ValueError("numeric_features must be between 1 and 50")
         self.features = numeric_names(self.numeric_features)
-        uses = ("mean_shift", "unit_change", "column_swap", "missing_feature")
+        uses = (
+            "mean_shift",
+            "unit_change",
+            "column_swap",
+            "missing_feature",
+            "string_value",
+            "absent_feature",
+        )
         if self.name in uses and self.shift_feature not in self.features:
             raise ValueError(f"shift_feature {self.shift_feature!r} is not among {self.features}")
         if self.name == "column_swap" and self.swap_with not in self.features:
             raise ValueError(f"swap_with {self.swap_with!r} is not among {self.features}")
+        if self.name == "column_rotation" and (
+            len(set(self.rotation)) < 2 or not set(self.rotation) <= set(self.features)
+        ):
+            raise ValueError(f"rotation {self.rotation!r} needs two or more of {self.features}")
 
     def time_ms(self, i: int) -> int:
         return self.start_ms + int(i * 1000 / self.rate_per_second)
@@ -148,6 +170,36 @@ class Scenario:
         elif self.name == "missing_feature":
             changes.append(
                 {"kind": "data_quality", "feature": self.shift_feature, "change": "always null", **at}
+            )
+        elif self.name == "column_rotation":
+            r = self.rotation
+            moves = ", ".join(f"{a} <- {b}" for a, b in zip(r, r[1:] + r[:1], strict=True))
+            changes.append({"kind": "column_swap", "feature": ",".join(sorted(r)), "change": moves, **at})
+        elif self.name == "string_value":
+            changes.append(
+                {
+                    "kind": "data_quality",
+                    "feature": self.shift_feature,
+                    "change": f"the string {self.string_value!r} instead of a number",
+                    **at,
+                }
+            )
+        elif self.name == "unknown_field":
+            changes.append(
+                {"kind": "schema", "feature": self.unknown_field, "change": "an undeclared field", **at}
+            )
+        elif self.name == "absent_feature":
+            changes.append(
+                {"kind": "schema", "feature": self.shift_feature, "change": "the key is not sent", **at}
+            )
+        elif self.name == "duplicate_ids":
+            changes.append(
+                {
+                    "kind": "data_quality",
+                    "feature": None,
+                    "change": f"{self.duplicate_share:.0%} of events repeat the previous event's id",
+                    **at,
+                }
             )
         return {
             "scenario": self.name,
@@ -242,3 +294,22 @@ def _plant_discrepancy(s: Scenario, predictions: list[dict[str, Any]]) -> None:
         for f, h in zip(after, hit.tolist(), strict=True):
             if h:
                 f["country"] = s.new_category
+    elif s.name == "column_rotation":
+        r = s.rotation
+        for f in after:
+            vals = [f[b] for b in r[1:] + r[:1]]
+            f.update(zip(r, vals, strict=True))
+    elif s.name == "string_value":
+        for f in after:
+            f[s.shift_feature] = s.string_value
+    elif s.name == "unknown_field":
+        for f in after:
+            f[s.unknown_field] = "web"
+    elif s.name == "absent_feature":
+        for f in after:
+            del f[s.shift_feature]
+    elif s.name == "duplicate_ids":
+        hit = np.random.default_rng([s.seed, 6]).random(len(after)) < s.duplicate_share
+        for i in np.flatnonzero(hit).tolist():
+            j = s.change_at + i
+            predictions[j]["event_id"] = predictions[j - 1]["event_id"]

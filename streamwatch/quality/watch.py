@@ -33,6 +33,7 @@ The state snapshots to plain JSON (:meth:`QualityWatch.to_dict`, :meth:`QualityW
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -55,6 +56,7 @@ from streamwatch.quality.checks import (
 from streamwatch.quality.column_swap import ColumnSwapResult, detect_column_swap
 from streamwatch.quality.ks import ks_distance, ks_threshold
 from streamwatch.quality.new_category import NewCategoryTracker
+from streamwatch.quality.schema import OTHER, SchemaScan, count_capped
 from streamwatch.quality.unit_change import CONVERSIONS, detect_unit_change
 
 FloatArray = npt.NDArray[np.float64]
@@ -246,6 +248,14 @@ class QualityWatch:
         self.codes = np.full((w, c), -1, dtype=np.int64)
         self.bad = np.zeros((w, k + c), dtype=bool)
         self.times = np.zeros(w, dtype=np.int64)
+        # schema checks: per event a duplicate id, configured features absent (the key is not in
+        # the event), any unknown key; unknown keys counted by name per step block of the window
+        self.dup = np.zeros(w, dtype=bool)
+        self.absent = np.zeros((w, k + c), dtype=bool)
+        self.has_unknown = np.zeros(w, dtype=bool)
+        blocks = w // settings.step
+        self.unknown_blocks: list[Counter[str]] = [Counter() for _ in range(blocks)]
+        self.reference_version: str | None = None  # the model_version whose profile is the reference
         self.position = int(start_index)  # model event index of the next row
         self.filled = 0
         # key -> {kind, features, detector, status: pending|firing, first, last, since}
@@ -434,8 +444,12 @@ class QualityWatch:
         versions: Sequence[str | None],
         first_index: int,
         vocabulary: Callable[[int], list[str]],
+        schema: SchemaScan | None = None,
     ) -> list[Alert]:
-        """Feed consecutive events (model event index ``first_index`` on); alerts they cause."""
+        """Feed consecutive events (model event index ``first_index`` on); alerts they cause.
+
+        ``schema`` is the events' :class:`~streamwatch.quality.schema.SchemaScan` (duplicate ids,
+        absent and unknown fields); without it the events count as clean for the schema checks."""
         n = len(times)
         if n == 0:
             return []
@@ -453,12 +467,33 @@ class QualityWatch:
             self.codes[idx] = codes[i : i + take]
             self.bad[idx] = False if bad is None else bad[i : i + take]
             self.times[idx] = times[i : i + take]
+            self._add_schema(schema, i, take, idx)
             self.position += take
             self.filled = min(w, self.filled + take)
             i += take
             if self.position % step == 0 and self.filled >= w:
                 alerts += self._evaluate(int(times[i - 1]), versions[i - 1])
         return alerts
+
+    def _add_schema(self, schema: SchemaScan | None, i: int, take: int, idx: IntArray) -> None:
+        """Schema rows ``i`` to ``i + take`` of the batch into the rings (one step block at most)."""
+        step = self.settings.step
+        block = (self.position // step) % len(self.unknown_blocks)
+        if self.position % step == 0:
+            self.unknown_blocks[block] = Counter()
+        self.has_unknown[idx] = False
+        if schema is None:
+            self.dup[idx] = False
+            self.absent[idx] = False
+            return
+        self.dup[idx] = schema.duplicate[i : i + take]
+        self.absent[idx] = False if schema.absent is None else schema.absent[i : i + take]
+        counts = self.unknown_blocks[block]
+        cap = self.settings.unknown_fields_max_tracked
+        for row, names in schema.unknown:
+            if i <= row < i + take:
+                self.has_unknown[(self.position + row - i) % len(self.has_unknown)] = True
+                count_capped(counts, names, cap)
 
     def _extend_codes(self, codes: IntArray, vocabulary: Callable[[int], list[str]]) -> None:
         """Cache each category code's value and whether the reference knows it."""
@@ -487,7 +522,15 @@ class QualityWatch:
 
     def _evaluate(self, t_ms: int, version: str | None) -> list[Alert]:
         x, codes, bad, times = self._window()
-        findings = self._swaps_and_units(x) + self._new_categories(codes) + self._quality(x, codes, bad)
+        w = self.settings.window_size
+        order = (self.position - w + np.arange(w)) % w
+        absent = self.absent[order]
+        findings = (
+            self._swaps_and_units(x)
+            + self._new_categories(codes)
+            + self._quality(x, codes, bad, absent)
+            + self._schema(self.dup[order], self.has_unknown[order])
+        )
         return self._lifecycle(findings, times, t_ms, version)
 
     def _swaps_and_units(self, x: FloatArray) -> list[_Finding]:
@@ -562,7 +605,7 @@ class QualityWatch:
                 feature=i,
                 alpha_drift=alpha,
             )
-            if not r.detected:
+            if not r.detected or (r.conversion is None and self._like_another(i, x[row:, i])):
                 continue
             out.append(
                 _Finding(
@@ -579,6 +622,19 @@ class QualityWatch:
                 )
             )
         return out
+
+    def _like_another(self, i: int, values: FloatArray) -> bool:
+        """Do ``values`` of feature ``i`` look like another feature's reference (KS within the
+        1e-4 fit threshold)? Then a raw scaling without a known conversion is more likely a
+        column moved into ``i`` (a swap or rotation whose other members have not drifted
+        enough yet): the unit change is not claimed, the swap check decides on later windows."""
+        n = int(np.isfinite(values).sum())
+        for j in np.flatnonzero(self._usable).tolist():
+            if j != i and ks_distance(self.quantiles[j], values) <= ks_threshold(
+                1e-4, n, int(self.counts[j]), POINTS
+            ):
+                return True
+        return False
 
     def _new_categories(self, codes: IntArray) -> list[_Finding]:
         out: list[_Finding] = []
@@ -620,7 +676,7 @@ class QualityWatch:
             )
         return out
 
-    def _quality(self, x: FloatArray, codes: IntArray, bad: BoolArray) -> list[_Finding]:
+    def _quality(self, x: FloatArray, codes: IntArray, bad: BoolArray, absent: BoolArray) -> list[_Finding]:
         k, alpha, w = len(self.numeric), self.settings.alpha, self.settings.window_size
         missing = np.concatenate([np.isnan(x) & ~bad[:, :k], codes < 0], axis=1)
         out: list[_Finding] = []
@@ -629,7 +685,11 @@ class QualityWatch:
             name = self.names[f.feature]
             if f.count == f.n:
                 gone.add(f.feature)
-            out.append(self._dq(f, name, missing[:, f.feature] - f.expected))
+            n_absent = int(absent[:, f.feature].sum())
+            if 2 * n_absent >= f.count:  # mostly absent keys, not nulls: a schema problem
+                out.append(self._missing_field(f, name, n_absent, absent[:, f.feature] - f.expected))
+            else:
+                out.append(self._dq(f, name, missing[:, f.feature] - f.expected))
         # invalid values (wrong type, not finite): kept as events, counted per feature
         kb = bad.sum(axis=0)
         p0 = (self.invalid_rate * self.rows + 1) / (self.rows + 2) + INVALID_TOLERANCE
@@ -672,6 +732,111 @@ class QualityWatch:
                     continue
                 same = (x[:, f.feature] == f.observed).astype(np.float64)
                 out.append(self._dq(f, self.numeric[f.feature], same - f.expected))
+        return out
+
+    def _missing_field(self, f: Any, name: str, n_absent: int, z: npt.ArrayLike) -> _Finding:
+        w = self.settings.window_size
+        rate, ref = n_absent / w, float(self.missing_rate[f.feature])
+
+        def message(since: str) -> str:
+            return (
+                f"{name} is absent from {rate:.1%} of events since {since} (the key is not in the "
+                f"event; reference missing rate {ref:.1%}) - a required field is not sent"
+            )
+
+        return _Finding(
+            f"schema|{name}|missing_field",
+            "schema",
+            [name],
+            "missing_field",
+            rate,
+            float(f.expected),
+            "critical" if rate >= 0.5 else "warning",
+            message,
+            {
+                "absent": n_absent,
+                "null": int(f.count) - n_absent,
+                "n": w,
+                "rate": rate,
+                "reference_rate": ref,
+                "p_value_bound": float(f.p_value),
+                "check": "missing_field",
+            },
+            np.asarray(z, dtype=np.float64),
+        )
+
+    def _schema(self, dup: BoolArray, has_unknown: BoolArray) -> list[_Finding]:
+        """Unknown fields (per name, over the window's step blocks) and duplicate event ids."""
+        s, w = self.settings, self.settings.window_size
+        out: list[_Finding] = []
+        floor = s.unknown_field_min_share * w
+        total: Counter[str] = Counter()
+        for block in self.unknown_blocks:
+            total.update(block)
+        overflow = total.pop(OTHER, 0)
+        top = dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:10])
+        evidence = {"unknown_fields": top, "distinct_unknown": len(total), "overflow": overflow, "n": w}
+        named = sorted(name for name, n in total.items() if n > floor)
+        for name in named:
+            count, share = total[name], total[name] / w
+
+            def message(since: str, name: str = name, count: int = count, share: float = share) -> str:
+                return (
+                    f"{name} is not a feature of model {self.model_id!r} but is in {share:.1%} of "
+                    f"events since {since} ({count} of {w}); it is ignored - a schema change?"
+                )
+
+            out.append(
+                _Finding(
+                    f"schema|{name}|unknown_field",
+                    "schema",
+                    [name],
+                    "unknown_field",
+                    share,
+                    s.unknown_field_min_share,
+                    "warning",
+                    message,
+                    {"field": name, "count": count, "share": share, **evidence, "check": "unknown_field"},
+                    has_unknown.astype(np.float64),
+                )
+            )
+        rows = int(has_unknown.sum())
+        if not named and rows > floor:  # many rare unknown names (or past the cap): one alert
+            share_rows = rows / w
+
+            def message_many(since: str) -> str:
+                return (
+                    f"{share_rows:.1%} of events of model {self.model_id!r} carry fields it does not "
+                    f"declare since {since} ({len(total)} distinct names, e.g. {', '.join(top)})"
+                )
+
+            out.append(
+                _Finding(
+                    "schema||unknown_fields", "schema", [], "unknown_fields", share_rows,
+                    s.unknown_field_min_share, "warning", message_many,
+                    {"events": rows, "share": share_rows, **evidence, "check": "unknown_fields"},
+                    has_unknown.astype(np.float64),
+                )
+            )  # fmt: skip
+        n_dup = int(dup.sum())
+        if n_dup > s.duplicate_min_share * w:
+            share = n_dup / w
+
+            def message_dup(since: str) -> str:
+                return (
+                    f"{n_dup} of the last {w} events of model {self.model_id!r} ({share:.1%}) repeat "
+                    f"an event id seen before since {since} - duplicated or replayed events"
+                )
+
+            out.append(
+                _Finding(
+                    "data_quality||duplicate_ids", "data_quality", [], "duplicate_ids", share,
+                    s.duplicate_min_share, "critical" if share >= 0.5 else "warning", message_dup,
+                    {"duplicates": n_dup, "n": w, "share": share,
+                     "recent_ids_tracked": s.duplicate_ids_tracked, "check": "duplicate_ids"},
+                    dup.astype(np.float64),
+                )
+            )  # fmt: skip
         return out
 
     def _dq(self, f: Any, name: str, z: FloatArray, hold: bool = False) -> _Finding:
@@ -730,13 +895,16 @@ class QualityWatch:
         return alerts
 
     def _base_details(self, features: list[str]) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "features": features,
             "window_events": self.settings.window_size,
             "step_events": self.settings.step,
             "reference": self.source,
             "reference_events": self.rows,
         }
+        if self.reference_version is not None:
+            d["reference_model_version"] = self.reference_version
+        return d
 
     def _alert(self, f: _Finding, c: dict[str, Any], t_ms: int, version: str | None) -> Alert:
         since = int(c["since"])
@@ -744,7 +912,7 @@ class QualityWatch:
             model_id=self.model_id,
             model_version=version,
             kind=f.kind,
-            feature=",".join(f.features),
+            feature=",".join(f.features) or None,
             detector=f.detector,
             status="firing",
             severity=f.severity,
@@ -758,18 +926,19 @@ class QualityWatch:
         )
 
     def _resolved(self, c: dict[str, Any], t_ms: int, version: str | None) -> Alert:
-        names = ", ".join(c["features"])
+        names = ", ".join(c["features"]) or f"The events of model {self.model_id!r}"
         what = {
             "unit_change": "no longer looks like a unit change",
             "column_swap": "no longer look swapped",
             "new_category": "has no new values that matter any more",
             "data_quality": f"passes its {c['detector'].replace('_', '-')} check again",
+            "schema": f"passes its {c['detector'].replace('_', '-')} check again",
         }[c["kind"]]
         return Alert(
             model_id=self.model_id,
             model_version=version,
             kind=c["kind"],
-            feature=",".join(c["features"]),
+            feature=",".join(c["features"]) or None,
             detector=c["detector"],
             status="resolved",
             severity="info",
@@ -846,6 +1015,11 @@ class QualityWatch:
             "position": self.position,
             "filled": self.filled,
             "conditions": {k: dict(c) for k, c in self.conditions.items()},
+            "dup": _json(self.dup),
+            "absent": _json(self.absent),
+            "has_unknown": _json(self.has_unknown),
+            "unknown_blocks": [dict(b) for b in self.unknown_blocks],
+            "reference_version": self.reference_version,
         }
 
     @classmethod
@@ -883,6 +1057,13 @@ class QualityWatch:
         q.times = np.asarray(d["times"], dtype=np.int64)
         q.filled = int(d["filled"])
         q.conditions = {str(key): dict(v) for key, v in d["conditions"].items()}
+        # schema state (absent from snapshots of builds before the schema checks: clean)
+        if "dup" in d:
+            q.dup = np.asarray(d["dup"], dtype=bool).reshape(w)
+            q.absent = np.asarray(d["absent"], dtype=bool).reshape(w, k + c)
+            q.has_unknown = np.asarray(d["has_unknown"], dtype=bool).reshape(w)
+            q.unknown_blocks = [Counter({str(n): int(v) for n, v in b.items()}) for b in d["unknown_blocks"]]
+        q.reference_version = d.get("reference_version")
         return q
 
 

@@ -76,7 +76,10 @@ def expect(stream: Stream, settings: Settings) -> None:
     for msgs in by_model.values():
         for a in engine.process_predictions(msgs).alerts:
             stream.alerts[a.alert_id] += 1
-    engine.process_labels(label_msgs)
+    # labels raise alerts too (label drift, performance, concept drift); which batch raises
+    # them does not change their ids, so the order labels and predictions meet does not matter
+    for a in engine.process_labels(label_msgs).alerts:
+        stream.alerts[a.alert_id] += 1
     stream.counts = {m: (mon.events_seen, mon.labels_seen) for m, mon in engine.monitors.items()}
 
 

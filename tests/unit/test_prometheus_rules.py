@@ -22,7 +22,8 @@ import yaml
 
 from streamwatch.config import load_config
 from streamwatch.engine import Engine
-from streamwatch.exporter import Exporter
+from streamwatch.exporter import Exporter, RuntimeCollector
+from streamwatch.runtime.state import RuntimeStats
 
 REPO = Path(__file__).parents[2]
 RULES_DIR = REPO / "deploy/prometheus/rules"
@@ -105,7 +106,9 @@ def label_values_queries(path: Path) -> list[tuple[str, str, str]]:
 def exported_sample_names() -> set[str]:
     """Sample names the worker's /metrics can have (counters with _total, histograms' series)."""
     settings = load_config(REPO / "examples/streamwatch.yaml")
-    text = Exporter(Engine(settings)).render().decode()
+    exporter = Exporter(Engine(settings))
+    exporter.registry.register(RuntimeCollector(RuntimeStats()))  # as `streamwatch run` does
+    text = exporter.render().decode()
     names: set[str] = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M):
         if kind == "counter":
@@ -124,6 +127,7 @@ def metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\[[^\]]*\]", "[]", expr)  # range and subquery durations
     expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
     expr = re.sub(r"\$\w+", "", expr)
+    expr = re.sub(r"\boffset\s+-?\d+[smhdwy]\b", "", expr)  # offset modifiers
     names = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr))
     return {n for n in names if n.lower() not in PROMQL_WORDS and not re.fullmatch(r"\d+[smhdwy]", n)}
 
