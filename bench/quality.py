@@ -4,7 +4,7 @@
 
 Runs ``streams`` clean streams (the product-like features of tests/unit/test_quality_watch.py:
 six numeric, one categorical; warm-up reference of 1000 events) totalling ``events`` events and
-counts alerts of the kinds unit_change, column_swap, new_category and data_quality. Writes
+counts alerts of the kinds unit_change, column_swap, new_category, data_quality and schema. Writes
 bench/results/quality.json.
 """
 
@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.unit.test_quality_watch import QUALITY_KINDS, _monitor, _run, _stream  # noqa: E402
 
+KINDS = QUALITY_KINDS | {"schema"}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -35,9 +37,7 @@ def main() -> None:
     for seed in range(args.streams):
         m = _monitor()
         alerts = _run(m, _stream(None, n=per, seed=10_000 + seed), 2_000)
-        found.update(
-            f"{a.kind}/{a.detector}" for a in alerts if a.kind in QUALITY_KINDS and a.status == "firing"
-        )
+        found.update(f"{a.kind}/{a.detector}" for a in alerts if a.kind in KINDS and a.status == "firing")
         assert m.quality is not None
         evaluations += (per - m.settings.reference_size) // m.quality.settings.step
     out = {
