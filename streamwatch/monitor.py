@@ -101,6 +101,8 @@ class ModelMonitor:
                 model_id, perf, drift.false_alarm_events * self.budget_units
             )
         self.outputs: dict[str, ModelMonitor] = {}  # "prediction" and "label" monitors
+        # labels that came before the model's first prediction: (ids, times, values)
+        self._early_labels: tuple[list[str], list[int], list[Any]] = ([], [], [])
         self.features = dict(features)
         self.settings = drift
         self.schema = FeatureSchema(self.features)
@@ -205,23 +207,32 @@ class ModelMonitor:
         times = np.asarray(group.times_ms, dtype=np.int64)
         drifting = [self.schema.names[j] for j in np.flatnonzero(self.firing).tolist()]
         alerts = tracker.observe_labels(group.event_ids, times, group.labels, drifting)
-        if tracker.task is not None:
-            if tracker.task == "regression":
-                rows: list[dict[str, Any]] = [
-                    {"label": v if type(v) in (int, float) else None} for v in group.labels
-                ]
-            else:
-                rows = [{"label": class_name(v)} for v in group.labels]
-            versions: list[str | None] = [None] * len(group)
-            alerts += self._output("label").process(
-                PredictionGroup(self.model_id, group.event_ids, group.times_ms, versions, rows, [])
-            )
+        if tracker.task is None:
+            # the label monitor needs the task (classes or values), known from the first
+            # prediction; until then labels wait here, so it sees every label in arrival order
+            # however the two topics interleave
+            room = tracker.settings.max_open_predictions - len(self._early_labels[0])
+            self._early_labels[0].extend(group.event_ids[:room])
+            self._early_labels[1].extend(group.times_ms[:room])
+            self._early_labels[2].extend(group.labels[:room])
+        else:
+            alerts += self._watch_labels(group.event_ids, group.times_ms, group.labels)
         return [
             replace(a, events_seen=tracker.joined_total, model_version=self.model_version)
             if a.kind in ("performance", "concept_drift")
             else a
             for a in alerts
         ]
+
+    def _watch_labels(self, ids: list[str], times: list[int], labels: list[Any]) -> list[Alert]:
+        """Labels into the label monitor (the task is known)."""
+        assert self.performance is not None
+        if self.performance.task == "regression":
+            rows: list[dict[str, Any]] = [{"label": v if type(v) in (int, float) else None} for v in labels]
+        else:
+            rows = [{"label": class_name(v)} for v in labels]
+        versions: list[str | None] = [None] * len(ids)
+        return self._output("label").process(PredictionGroup(self.model_id, ids, times, versions, rows, []))
 
     def _output(self, which: str) -> ModelMonitor:
         """The prediction or label monitor, made once the task (classes or values) is known."""
@@ -248,6 +259,10 @@ class ModelMonitor:
         times = np.asarray(group.times_ms, dtype=np.int64)
         predicted, scores = tracker.encode_predictions(group.predictions)
         alerts = tracker.observe_predictions(group.event_ids, times, predicted, scores)
+        if self._early_labels[0]:  # the task is known now: the labels that came first
+            ids, label_times, labels = self._early_labels
+            self._early_labels = ([], [], [])
+            alerts += self._watch_labels(ids, label_times, labels)
         alerts = [
             replace(a, events_seen=tracker.joined_total, model_version=group.versions[-1]) for a in alerts
         ]
@@ -681,6 +696,7 @@ class ModelMonitor:
             "performance": None if perf is None else perf.to_dict(),
             "budget_units": self.budget_units,
             "outputs": {k: m._to_doc() for k, m in self.outputs.items()},
+            "early_labels": [list(x) for x in self._early_labels],
             "features": {k: v.value for k, v in self.features.items()},
             "settings": self.settings.model_dump(),
             "events_seen": self.events_seen,
@@ -774,6 +790,8 @@ class ModelMonitor:
                 doc["performance"], m.model_id, m.performance.settings, m.performance.false_alarm_events
             )
         m.outputs = {k: cls._from_doc(d) for k, d in doc["outputs"].items()}
+        early = doc.get("early_labels") or [[], [], []]
+        m._early_labels = (list(early[0]), [int(t) for t in early[1]], list(early[2]))
         m.events_seen, m.labels_seen = int(doc["events_seen"]), int(doc["labels_seen"])
         m.model_version = doc["model_version"]
         for j, values in enumerate(doc["vocabularies"]):

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamwatch.config import Settings, load_config
 from streamwatch.decode import RawMessage
@@ -194,13 +194,31 @@ def _consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
     )
 
 
+_COORDINATOR_ERRORS = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+)
+
+
 def progress(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int]:
     """(committed, end) offsets summed over the input partitions (not waiting for open transactions)."""
     c = _consumer(bootstrap, group, **{"isolation.level": "read_uncommitted"})
     try:
         md = c.list_topics(timeout=10)
         tps = [TopicPartition(t, p) for t in topics for p in md.topics[t].partitions]
-        done = sum(max(0, tp.offset) for tp in c.committed(tps, timeout=30))
+        deadline = time.monotonic() + 60
+        while True:  # a fresh broker's group coordinator takes a moment to load
+            try:
+                committed = c.committed(tps, timeout=30)
+                break
+            except KafkaException as e:
+                err = e.args[0]
+                if time.monotonic() > deadline or not (err.retriable() or err.code() in _COORDINATOR_ERRORS):
+                    raise
+                time.sleep(0.5)
+        done = sum(max(0, tp.offset) for tp in committed)
         # markers of transactions in the state-free input topics do not exist: end = high watermark
         end = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
         return done, end
