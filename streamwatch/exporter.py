@@ -68,15 +68,17 @@ class _Family:
     sorting, which cost most of a scrape with thousands of series.
     """
 
-    __slots__ = ("head", "lines", "name")
+    __slots__ = ("counter", "head", "lines", "name", "samples")
 
     def __init__(self, name: str, kind: str, help_: str) -> None:
         self.name = f"{name}_total" if kind == "counter" else name  # the sample name
+        self.counter = kind == "counter"
         self.head = f"# HELP {self.name} {help_}\n# TYPE {self.name} {kind}\n"
-        self.lines: list[str] = []
+        self.samples: list[tuple[str, float]] = []  # (labels, value)
+        self.lines: list[str] = []  # samples already formatted (the per-feature fast path)
 
     def add(self, labels: str, value: float) -> None:
-        self.lines.append(f"{self.name}{{{labels}}} {_num(value)}\n")
+        self.samples.append((labels, value))
 
 
 @dataclass(slots=True)
@@ -128,6 +130,7 @@ class EngineCollector:
         self.max_series = engine.settings.metrics.max_series_per_model
         # model -> keys of the series withheld at least once since the start (the counter)
         self._withheld_keys: dict[str, set[object]] = {}
+        self._high: dict[tuple[str, str], float] = {}  # highest value shown per counter series
         self._lock = threading.Lock()  # concurrent scrapes update the keys
 
     def _snapshot(self) -> _Snapshot:
@@ -159,7 +162,7 @@ class EngineCollector:
         )
         for reason in sorted(set(Reason.ALL) | set(dead)):
             dl.add(f'reason="{_esc(reason)}"', dead.get(reason, 0))
-        _emit(out, info, msgs, nbytes, dl)
+        _emit(out, info, msgs, nbytes, dl, high=self._high)
 
         f = _Families()
         alert_series: dict[str, int] = {}
@@ -177,11 +180,21 @@ class EngineCollector:
                 f.ready.add(m, 0)
                 f.withheld.add(m, 0)
                 f.dropped.add(m, len(self._withheld_keys.get(model, ())))
-        _emit(out, f.events, f.ready, f.score, f.threshold, f.status, f.missing, f.invalid)
-        _emit(out, f.duplicates, f.unknown)
-        _emit(out, f.out_score, f.out_threshold, f.out_status)
-        _emit(out, f.labels_total, f.waiting, f.open_, f.sample, f.delay, f.coverage, f.perf)
-        _emit(out, f.base, f.perf_status, f.est, f.gap, f.concept, f.concept_thr, f.concept_status)
+        _emit(out, f.events, f.ready, f.score, f.threshold, f.status, f.missing, f.invalid, high=self._high)
+        _emit(out, f.duplicates, f.unknown, high=self._high)
+        _emit(out, f.out_score, f.out_threshold, f.out_status, high=self._high)
+        _emit(out, f.labels_total, f.waiting, f.open_, f.sample, f.delay, f.coverage, f.perf, high=self._high)
+        _emit(
+            out,
+            f.base,
+            f.perf_status,
+            f.est,
+            f.gap,
+            f.concept,
+            f.concept_thr,
+            f.concept_status,
+            high=self._high,
+        )
 
         total = _Family("streamwatch_alerts", "counter", "Alert events emitted")
         firing_now: dict[tuple[str, str], int] = {}
@@ -191,7 +204,7 @@ class EngineCollector:
         af = _Family("streamwatch_alerts_firing", "gauge", "Alerts firing now")
         for (model, kind), v in sorted(firing_now.items()):
             af.add(f'model="{_esc(model)}",kind="{_esc(kind)}"', v)
-        _emit(out, total, af, f.withheld, f.dropped)
+        _emit(out, total, af, f.withheld, f.dropped, high=self._high)
         return "".join(out)
 
     def _model(self, f: _Families, ms: _ModelState, alert_series: int) -> None:
@@ -361,10 +374,26 @@ class _Families:
         )
 
 
-def _emit(out: list[str], *families: _Family) -> None:
+def _emit(out: list[str], *families: _Family, high: dict[tuple[str, str], float] | None = None) -> None:
+    """Format ``families``; with ``high``, a counter never shows less than it showed before.
+
+    Counters come from live state, which goes back when the runtime aborts a transaction and
+    rewinds to the last checkpoint; it then counts the same events again, so holding the
+    highest value shown makes the counter pause instead of going backwards.
+    """
     for fam in families:
         out.append(fam.head)
         out.extend(fam.lines)
+        name = fam.name
+        if fam.counter and high is not None:
+            for labels, value in fam.samples:
+                key = (name, labels)
+                shown = high.get(key)
+                if shown is None or value > shown:
+                    high[key] = shown = value
+                out.append(f"{name}{{{labels}}} {_num(shown)}\n")
+        else:
+            out.extend(f"{name}{{{labels}}} {_num(value)}\n" for labels, value in fam.samples)
 
 
 def _model_state(m: ModelMonitor) -> _ModelState:
@@ -456,7 +485,7 @@ def _feature_lines(f: _Families, ms: _ModelState, mq: str, features: Iterable[in
     names, stats, isnan = ms.names, ms.stats, math.isnan
     miss, inval = ms.missing.tolist(), ms.invalid.tolist()
     sc, th, fi = f.score.lines, f.threshold.lines, f.status.lines
-    mi, iv = f.missing.lines, f.invalid.lines
+    mi, iv = f.missing.samples, f.invalid.samples  # counters: formatted by _emit (monotonic)
     if ms.ready:
         scores, thr, firing = ms.scores.tolist(), ms.thresholds.tolist(), ms.firing.tolist()
         c_stat, c_thr = ms.cusum.tolist(), ms.cusum_threshold.tolist()
@@ -476,8 +505,8 @@ def _feature_lines(f: _Families, ms: _ModelState, mq: str, features: Iterable[in
                 key = f'{fl},detector="cusum"}} '
                 sc.append(f"streamwatch_feature_drift_score{{{key}{c_stat[j]!r}\n")
                 th.append(f"streamwatch_feature_drift_threshold{{{key}{c_thr[j]!r}\n")
-        mi.append(f"streamwatch_feature_missing_values_total{{{fl}}} {miss[j]}\n")
-        iv.append(f"streamwatch_feature_invalid_values_total{{{fl}}} {inval[j]}\n")
+        mi.append((fl, miss[j]))
+        iv.append((fl, inval[j]))
 
 
 _DELAY_BOUNDS = [str(b) for b in DELAY_BUCKETS] + ["+Inf"]

@@ -36,3 +36,41 @@ def test_runtime_families_render_from_stats() -> None:
     # a partition no longer held has no lag series
     del stats.lag[("preds", 0)]
     assert "streamwatch_consumer_lag{" not in exporter.render().decode()
+
+
+def test_counters_never_go_back_when_state_is_rewound() -> None:
+    """An aborted transaction rewinds a monitor to its last checkpoint; the worker then counts
+    the same events again, so its counters pause rather than fall."""
+    import orjson
+
+    from streamwatch.decode import RawMessage
+    from streamwatch.monitor import ModelMonitor
+
+    engine = Engine(load_config(None, models={"m": {"features": {"x": "numeric"}}}))
+    exporter = Exporter(engine)
+
+    def events() -> float:
+        for fam in text_string_to_metric_families(exporter.render().decode()):
+            for s in fam.samples:
+                if s.name == "streamwatch_events_total" and s.labels["type"] == "prediction":
+                    return float(s.value)
+        raise AssertionError("no events series")
+
+    def batch(start: int) -> list[RawMessage]:
+        return [
+            RawMessage(orjson.dumps({"event_id": f"e{i}", "model_id": "m", "timestamp": i,
+                                     "features": {"x": i % 7}, "prediction": {"value": 1.0}}))
+            for i in range(start, start + 100)
+        ]  # fmt: skip
+
+    engine.process_predictions(batch(0))
+    checkpoint = engine.monitors["m"].snapshot()
+    engine.process_predictions(batch(100))
+    assert events() == 200
+    for ms in engine.owned.values():  # the rewind
+        ms["m"] = ModelMonitor.restore(checkpoint)
+    engine._reindex(["m"])
+    assert events() == 200
+    engine.process_predictions(batch(100))
+    engine.process_predictions(batch(200))
+    assert events() == 300
