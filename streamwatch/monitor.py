@@ -46,6 +46,7 @@ from streamwatch.detectors.base import Detection
 from streamwatch.detectors.cusum import CUSUM
 from streamwatch.detectors.window import FeatureWindowTests
 from streamwatch.events import format_timestamp
+from streamwatch.jsonarrays import floats as _floats
 from streamwatch.performance import PerformanceTracker
 from streamwatch.performance.tracker import baseline_from_profile, class_name
 from streamwatch.quality.schema import SchemaScan, SchemaTracker, count_capped
@@ -817,13 +818,6 @@ class ModelMonitor:
             m._make_tests()
             m.cusums = [None if c is None else CUSUM.from_dict(c) for c in doc["cusums"]]
         return m
-
-
-def _floats(values: Any) -> FloatArray:
-    """JSON null (how NaN is written) back to NaN, at any nesting."""
-    arr = np.asarray(values, dtype=object)
-    out: FloatArray = np.where(arr == None, np.nan, arr).astype(np.float64)  # noqa: E711
-    return out
 
 
 __all__ = ["ModelMonitor", "SnapshotError"]

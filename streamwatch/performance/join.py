@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamwatch.jsonarrays import floats
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 UIntArray = npt.NDArray[np.uint64]
@@ -303,12 +305,11 @@ class LabelJoin:
         j.ids[:n] = d["ids"]
         j.index = {k: i for i, k in enumerate(d["ids"])}
         j.times[:n] = d["times"]
-        j.predicted[:n] = np.asarray(d["predicted"], dtype=object).astype(np.float64)
+        j.predicted[:n] = floats(d["predicted"])
         j.hashes[:n] = np.asarray(d["hashes"], dtype=np.uint64)
         j.joined[:n] = d["joined"]
         if d["scores"] is not None:
-            s = np.asarray(d["scores"], dtype=object)
-            s = np.where(s == None, np.nan, s).astype(np.float64).reshape(n, -1)  # noqa: E711
+            s = floats(d["scores"]).reshape(n, -1)
             j._ensure_scores(s.shape[1])
             assert j.scores is not None
             j.scores[:n] = s

@@ -32,6 +32,7 @@ from streamwatch.alerts import Alert
 from streamwatch.config import PerformanceSettings
 from streamwatch.detectors.cusum import CUSUM
 from streamwatch.events import format_timestamp
+from streamwatch.jsonarrays import floats as _floats
 from streamwatch.performance.estimation import BinnedCalibrator, ExpectedConfusion
 from streamwatch.performance.join import Joined, LabelJoin
 from streamwatch.performance.metrics import (
@@ -145,12 +146,6 @@ def _pad(s: FloatArray | None, n: int, k: int) -> FloatArray:
     out = np.full((n, k), np.nan)
     if s is not None:
         out[:, : s.shape[1]] = s
-    return out
-
-
-def _floats(values: Any) -> FloatArray:
-    arr = np.asarray(values, dtype=object)
-    out: FloatArray = np.where(arr == None, np.nan, arr).astype(np.float64)  # noqa: E711
     return out
 
 

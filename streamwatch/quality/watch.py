@@ -45,6 +45,7 @@ import numpy.typing as npt
 from streamwatch.alerts import Alert
 from streamwatch.config import QualitySettings
 from streamwatch.events import format_timestamp
+from streamwatch.jsonarrays import floats as _floats
 from streamwatch.profile import canonical_value
 from streamwatch.quality.checks import (
     QualityReference,
@@ -160,12 +161,6 @@ def _json(a: npt.ArrayLike) -> Any:
     if arr.dtype.kind == "f":
         return np.where(np.isnan(arr), None, arr).tolist()  # type: ignore[call-overload]
     return arr.tolist()
-
-
-def _floats(v: Any) -> FloatArray:
-    arr = np.asarray(v, dtype=object)
-    out: FloatArray = np.where(arr == None, np.nan, arr).astype(np.float64)  # noqa: E711
-    return out
 
 
 def _safe(v: Any) -> Any:
