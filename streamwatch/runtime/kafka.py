@@ -717,6 +717,20 @@ class KafkaWorker:
         for a in r.alerts:
             ev = a.to_event(now_ms)
             self._produce(t.alerts, a.model_id.encode(), orjson.dumps(ev), None)
+            log.info(
+                "%s",
+                a.message,
+                extra={
+                    "event": "alert",
+                    "alert_id": ev["alert_id"],
+                    "model": a.model_id,
+                    "kind": a.kind,
+                    "feature": a.feature,
+                    "status": a.status,
+                    "detected_at": ev["detected_at"],
+                    "change_started_at": ev["change_started_at"],
+                },
+            )
             if self.on_alert:
                 self.on_alert(ev)
         for d in r.dead_letters:

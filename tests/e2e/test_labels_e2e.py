@@ -74,7 +74,8 @@ def outcome(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     finally:
         worker.stop()
     alerts = {orjson.loads(m.value())["alert_id"]: orjson.loads(m.value()) for m in msgs}
-    return {"alerts": list(alerts.values()), "metrics": metrics, "labels": n_labels}
+    log = (tmp / "worker.log").read_text().splitlines()
+    return {"alerts": list(alerts.values()), "metrics": metrics, "labels": n_labels, "log": log}
 
 
 def _firing(alerts: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
@@ -127,3 +128,12 @@ def test_label_metrics_are_exported(outcome: dict[str, Any]) -> None:
             s.labels["metric"] for s in m["streamwatch_performance_baseline"] if s.labels["model"] == model
         }
         assert baseline == {"accuracy", "f1", "roc_auc"}
+
+
+def test_the_worker_logs_json_lines_with_every_alert(outcome: dict[str, Any]) -> None:
+    records = [orjson.loads(line) for line in outcome["log"] if line.startswith("{")]
+    assert records and all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
+    events = {r.get("event") for r in records}
+    assert {"start", "assignment", "alert"} <= events, events  # checkpoints log at debug level
+    logged = {r["alert_id"] for r in records if r.get("event") == "alert"}
+    assert {a["alert_id"] for a in outcome["alerts"]} <= logged
