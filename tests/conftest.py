@@ -14,7 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlencode
 
 import pytest
@@ -106,6 +106,19 @@ def terminate(proc: subprocess.Popen[bytes]) -> int:
     return int(proc.returncode)
 
 
+def spawn_worker(
+    config: Path, port: int, out: IO[bytes], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`streamwatch run --config CONFIG --metrics-port PORT`, output (and stderr) to ``out``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamwatch", "run", "--config", str(config), "--metrics-port", str(port)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
 class Worker:
     """`streamwatch run` in a child process, as a user would start it."""
 
@@ -113,21 +126,7 @@ class Worker:
         self.metrics_port = free_port()
         self.log = log
         self._out = log.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamwatch",
-                "run",
-                "--config",
-                str(config),
-                "--metrics-port",
-                str(self.metrics_port),
-            ],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        self.proc = spawn_worker(config, self.metrics_port, self._out)
         try:
             wait_until(
                 lambda: self.proc.poll() is not None or http_get(self.url("/readyz"), 1)[0] == 200,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -26,7 +25,7 @@ from streamwatch.engine import Engine
 from streamwatch.monitor import ModelMonitor
 from streamwatch.runtime.state import read_state
 from streamwatch.simulate import Scenario, generate
-from tests.conftest import REPO, free_port, http_get, wait_until
+from tests.conftest import REPO, free_port, http_get, spawn_worker, wait_until
 
 DRIFT = {"reference_size": 200, "window_size": 200, "step": 50}
 
@@ -131,22 +130,7 @@ class Proc:
         self.log = log
         self._out = log.open("ab")
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamwatch",
-                "run",
-                "--config",
-                str(cfg),
-                "--metrics-port",
-                str(self.port),
-            ],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env={**os.environ, **(env or {})},
-        )
+        self.proc = spawn_worker(cfg, self.port, self._out, env)
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until the worker has its partitions (``/readyz``); it handles SIGTERM from then on."""
