@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)  ## venv with streamwatch and its dev tools, Kafka jars, Prometheus
+setup: $(STAMP)  ## venv with streamwatch and its dev tools, Kafka jars, Prometheus, Chromium
 	deploy/local/kafka.sh fetch
 	deploy/local/prometheus.sh install
+	deploy/local/chromium.sh install
 
 kafka-up: setup
 	deploy/local/kafka.sh up
