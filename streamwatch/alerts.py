@@ -72,6 +72,19 @@ def describe(alert_event: dict[str, Any]) -> str:
         else alert_event["model_id"]
     )
     began = alert_event.get("change_started_at")
+    if alert_event["kind"] == "resource_limit":  # a count against a setting, not a statistic
+        return (
+            f"[{alert_event['status'].upper():8}] {alert_event['kind']:<12} {where:<28} "
+            f"{alert_event['detector']} {alert_event['statistic']:.0f} "
+            f"> limit {alert_event['threshold']:.0f} "
+            f"({alert_event['details'].get('setting', '')}) detected {alert_event['detected_at']}"
+        )
+    if alert_event["kind"] == "state_corrupt":  # a skipped state record, not a statistic
+        d = alert_event["details"]
+        return (
+            f"[{alert_event['status'].upper():8}] {alert_event['kind']:<12} {where:<28} "
+            f"{d.get('reason')} at {d.get('topic')}[{d.get('partition')}]@{d.get('offset')}: state skipped"
+        )
     return (
         f"[{alert_event['status'].upper():8}] {alert_event['kind']:<12} {where:<28} "
         f"{alert_event['detector']}={alert_event['statistic']:.3f} "

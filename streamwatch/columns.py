@@ -44,8 +44,12 @@ class FeatureSchema:
         self.numeric = [n for n, t in features.items() if t is FeatureType.NUMERIC]
         self.categorical = [n for n, t in features.items() if t is FeatureType.CATEGORICAL]
         self.names = self.numeric + self.categorical
-        self.max_vocabulary = max_vocabulary
+        self.max_vocabulary = max_vocabulary  # limits.max_category_values
         self.vocabularies: list[dict[Any, int]] = [{None: MISSING} for _ in self.categorical]
+        # values coded as overflow since this object was made (a process-lifetime counter)
+        self.overflowed = 0
+        # (feature, row) of the last columns() call where a vocabulary first overflowed
+        self.overflow_began: list[tuple[int, int]] = []
 
     OVERFLOW = "__overflow__"
 
@@ -68,6 +72,7 @@ class FeatureSchema:
             x[~finite] = np.nan
         num_invalid = invalid + nonfinite
 
+        self.overflow_began = []
         codes = np.empty((n, len(self.categorical)), dtype=np.int64)
         cat_missing = np.zeros(len(self.categorical), dtype=np.int64)
         cat_invalid = np.zeros(len(self.categorical), dtype=np.int64)
@@ -98,11 +103,16 @@ class FeatureSchema:
                     if len(vocab) <= self.max_vocabulary:
                         vocab[v] = len(vocab) - 1
                     else:
-                        vocab.setdefault(self.OVERFLOW, len(vocab) - 1)
+                        if self.OVERFLOW not in vocab:  # the state's one overflow event
+                            vocab[self.OVERFLOW] = len(vocab) - 1
+                            self.overflow_began.append((j, values.index(v)))
                         break
         if self.OVERFLOW in vocab:
             overflow, get = vocab[self.OVERFLOW], vocab.get
-            return np.fromiter((get(v, overflow) for v in values), np.int64, len(values))
+            codes = np.fromiter((get(v, overflow) for v in values), np.int64, len(values))
+            # a value named like the overflow code is counted with it: it shares the code anyway
+            self.overflowed += int(np.count_nonzero(codes == overflow))
+            return codes
         return np.fromiter(map(vocab.__getitem__, values), np.int64, len(values))
 
     def vocabulary(self, j: int) -> list[str]:

@@ -9,18 +9,36 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from streamwatch.logs import is_secret_key
+
 _PROFILES: dict[str, dict[str, Any]] = {}  # loaded reference profiles by path
-_SECRET_KEYS = ("password", "secret", "token", "key.password", "sasl.jaas.config")
+_SECRET_KEYS = (
+    "password",
+    "secret",
+    "token",
+    "key.password",
+    "sasl.jaas.config",
+    "ssl.key.pem",
+    "sasl.oauthbearer.config",
+)
 
 
 class ConfigError(Exception):
@@ -195,12 +213,78 @@ def _load_profile(path: str) -> dict[str, Any]:
 
 
 class KafkaSettings(_Strict):
+    """Brokers, group and client settings shared by every Kafka client the worker and CLI create.
+
+    The security fields are the common librdkafka settings under names of their own, so that
+    ``STREAMWATCH_KAFKA__SASL_PASSWORD`` reads naturally and the secrets are ``SecretStr`` (never
+    shown by ``repr``); ``client`` passes any other librdkafka setting through. A key given both
+    ways must agree.
+    """
+
     bootstrap_servers: str = "127.0.0.1:9092"
     group_id: str = "streamwatch"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = Field(
+        None, description="librdkafka security.protocol (default PLAINTEXT)"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="sasl.mechanism (others, e.g. OAUTHBEARER, through `client`)"
+    )
+    sasl_username: str | None = Field(None, description="sasl.username")
+    sasl_password: SecretStr | None = Field(None, description="sasl.password: give it by environment")
+    ssl_ca_location: str | None = Field(None, description="CA bundle that verifies the brokers (PEM)")
+    ssl_certificate_location: str | None = Field(None, description="client certificate (PEM; mutual TLS)")
+    ssl_key_location: str | None = Field(None, description="client private key (PEM; mutual TLS)")
+    ssl_key_password: SecretStr | None = Field(None, description="passphrase of ssl_key_location")
     client: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
-        description="librdkafka settings passed through to consumer and producer (SASL, SSL, ...)",
+        description="further librdkafka settings passed through to every client (consumer, producer, "
+        "admin, state reader)",
     )
+
+    _FIELD_KEYS: ClassVar[dict[str, str]] = {
+        "security_protocol": "security.protocol",
+        "sasl_mechanism": "sasl.mechanism",
+        "sasl_username": "sasl.username",
+        "sasl_password": "sasl.password",
+        "ssl_ca_location": "ssl.ca.location",
+        "ssl_certificate_location": "ssl.certificate.location",
+        "ssl_key_location": "ssl.key.location",
+        "ssl_key_password": "ssl.key.password",
+    }
+
+    def librdkafka(self) -> dict[str, Any]:
+        """The librdkafka settings of every client: ``client`` plus the security fields, secrets
+        in clear (for the client only: never log this dict unredacted)."""
+        conf: dict[str, Any] = dict(self.client)
+        for name, key in self._FIELD_KEYS.items():
+            v = getattr(self, name)
+            if v is not None:
+                conf[key] = v.get_secret_value() if isinstance(v, SecretStr) else v
+        return conf
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> KafkaSettings:
+        for name, key in self._FIELD_KEYS.items():
+            v = getattr(self, name)
+            plain = v.get_secret_value() if isinstance(v, SecretStr) else v
+            if v is not None and key in self.client and str(self.client[key]) != str(plain):
+                # the values are not named: one of them may be a password
+                raise ValueError(f"kafka.{name} and kafka.client[{key!r}] are both set and differ; set one")
+        conf = self.librdkafka()
+        proto = str(conf.get("security.protocol", "PLAINTEXT")).upper()
+        mech = str(conf.get("sasl.mechanism", "GSSAPI")).upper()
+        if proto.startswith("SASL") and mech in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            missing = [k for k in ("sasl.username", "sasl.password") if not conf.get(k)]
+            if missing:
+                raise ValueError(
+                    f"security protocol {proto} with {mech} needs {' and '.join(missing)} "
+                    "(kafka.sasl_username / kafka.sasl_password, e.g. STREAMWATCH_KAFKA__SASL_PASSWORD)"
+                )
+        elif self.sasl_mechanism is not None and not proto.startswith("SASL"):
+            raise ValueError(
+                f"kafka.sasl_mechanism needs security_protocol SASL_PLAINTEXT or SASL_SSL, not {proto}"
+            )
+        return self
 
     @field_validator("client", mode="before")
     @classmethod
@@ -211,7 +295,8 @@ class KafkaSettings(_Strict):
         return v
 
     def redacted_client(self) -> dict[str, Any]:
-        return {k: ("***" if any(s in k for s in _SECRET_KEYS) else v) for k, v in self.client.items()}
+        """:meth:`librdkafka` with secret values shown as ``***`` (for `streamwatch check`)."""
+        return {k: ("***" if any(s in k for s in _SECRET_KEYS) else v) for k, v in self.librdkafka().items()}
 
 
 class TopicSettings(_Strict):
@@ -254,13 +339,82 @@ class StateSettings(_Strict):
 
 
 class MetricsSettings(_Strict):
-    host: str = "0.0.0.0"
+    """The HTTP endpoint: /metrics, /healthz, /readyz; optionally over TLS and with basic auth.
+
+    Basic auth guards /metrics only: the probes answer one word and Kubernetes probes cannot
+    easily send credentials. TLS covers every path.
+    """
+
+    host: str = Field("0.0.0.0", description="bind address (127.0.0.1: this host only)")
     port: int = Field(9400, ge=0, le=65535)
+    tls_cert_file: str | None = Field(None, description="server certificate (PEM, chain first): serve HTTPS")
+    tls_key_file: str | None = Field(None, description="its private key (PEM; default: in tls_cert_file)")
+    tls_client_ca_file: str | None = Field(
+        None, description="CA bundle: when set, scrapers must present a client certificate it signed"
+    )
+    tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = Field("TLSv1.2", description="oldest TLS accepted")
+    basic_auth_username: str | None = Field(None, description="user name /metrics requires")
+    basic_auth_password: SecretStr | None = Field(None, description="its password (give it by environment)")
+    basic_auth_password_hash: SecretStr | None = Field(
+        None,
+        description="or the password's hash: 'sha256:<hex digest>' (keeps the password out of the config)",
+    )
     max_series_per_model: int = Field(
         2000,
         ge=10,
         description="series a model may export; beyond it the least drifted features and the "
         "smallest classes are withheld (see docs/metrics.md#cardinality)",
+    )
+
+    @model_validator(mode="after")
+    def _tls_and_auth(self) -> MetricsSettings:
+        if (self.tls_key_file or self.tls_client_ca_file) and not self.tls_cert_file:
+            raise ValueError("metrics.tls_key_file and tls_client_ca_file need metrics.tls_cert_file")
+        given = [n for n in ("basic_auth_password", "basic_auth_password_hash") if getattr(self, n)]
+        if self.basic_auth_username is None and given:
+            raise ValueError(f"metrics.{given[0]} needs metrics.basic_auth_username")
+        if self.basic_auth_username is not None and len(given) != 1:
+            raise ValueError(
+                "metrics.basic_auth_username needs exactly one of basic_auth_password and "
+                "basic_auth_password_hash"
+            )
+        h = self.basic_auth_password_hash
+        if h is not None:
+            algo, _, digest = h.get_secret_value().partition(":")
+            if algo != "sha256" or len(digest) != 64 or digest.lower().strip("0123456789abcdef"):
+                raise ValueError("metrics.basic_auth_password_hash must be 'sha256:' and 64 hex digits")
+        return self
+
+
+class LimitsSettings(_Strict):
+    """Resource bounds against hostile or runaway input (see docs/operations.md#limits-and-hostile-input).
+
+    Each limit is counted in ``streamwatch_limit_hits_total{limit}`` when it is hit and raises a
+    ``resource_limit`` alert event the first time it is hit for a model (``model_id`` ``*`` when
+    the model is not known)."""
+
+    max_message_bytes: int = Field(
+        1_048_576, ge=1024, description="larger input messages are dead-lettered (message_too_large)"
+    )
+    max_dead_letter_payload_bytes: int = Field(
+        65_536, ge=0, description="bytes of a dead letter's payload copied into its body; the rest is cut"
+    )
+    max_models: int = Field(
+        1000,
+        ge=1,
+        description="monitors (partition, model) per worker; events of further ones are "
+        "dead-lettered (model_limit)",
+    )
+    max_features: int = Field(
+        1000,
+        ge=1,
+        description="keys of an event's features object; more are dead-lettered (too_many_features)",
+    )
+    max_category_values: int = Field(
+        10_000,
+        ge=10,
+        description="distinct values coded per categorical feature; further ones share "
+        "one overflow code (the drift sketches' 'other' bin)",
     )
 
 
@@ -291,6 +445,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = Field(default_factory=DriftSettings)
     performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     models: dict[str, ModelSettings] = Field(min_length=1)
 
     @classmethod
@@ -327,7 +482,9 @@ def format_validation_error(err: ValidationError) -> str:
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         got = e.get("input")
-        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        # never echo what was given for a secret (a password that failed validation is still one)
+        secret = any(is_secret_key(p) for p in e["loc"])
+        shown = "" if isinstance(got, dict | list) or got is None or secret else f" (got {got!r})"
         lines.append(f"  {where}: {e['msg']}{shown}")
     return "\n".join(lines)
 

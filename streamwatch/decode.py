@@ -7,6 +7,7 @@ as much per event; ``tests/unit/test_schemas.py`` holds the three in agreement.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,10 @@ class Reason:
     INVALID_TIMESTAMP = "invalid_timestamp"
     UNKNOWN_MODEL = "unknown_model"
     EMPTY_MESSAGE = "empty_message"
+    # resource limits (``limits.*``): the event may be well formed, but is more than allowed
+    MESSAGE_TOO_LARGE = "message_too_large"
+    TOO_MANY_FEATURES = "too_many_features"
+    MODEL_LIMIT = "model_limit"
 
     ALL = (
         INVALID_JSON,
@@ -37,7 +42,16 @@ class Reason:
         INVALID_TIMESTAMP,
         UNKNOWN_MODEL,
         EMPTY_MESSAGE,
+        MESSAGE_TOO_LARGE,
+        TOO_MANY_FEATURES,
+        MODEL_LIMIT,
     )
+    # the reasons that are a ``limits`` setting hit, by the limit's name
+    LIMITS = {
+        MESSAGE_TOO_LARGE: "message_bytes",
+        TOO_MANY_FEATURES: "features",
+        MODEL_LIMIT: "models",
+    }
 
 
 @dataclass(slots=True)
@@ -51,21 +65,28 @@ class RawMessage:
     offset: int = -1
 
 
+DEFAULT_PAYLOAD_BYTES = 65_536  # limits.max_dead_letter_payload_bytes
+
+
 @dataclass(slots=True)
 class DeadLetter:
     raw: RawMessage
     reason: str
     detail: str
     model_id: str | None = None
+    # payload bytes copied into the body: a dead letter of a huge message must itself fit in
+    # the dead-letter topic's max.message.bytes, or its delivery fails and blocks the commit
+    payload_limit: int = DEFAULT_PAYLOAD_BYTES
 
     def body(self) -> bytes:
-        """The dead-letter record: the reason, where the message came from, and the payload."""
+        """The dead-letter record: the reason, where the message came from, and the payload (its
+        first ``payload_limit`` bytes; ``payload_bytes`` and ``payload_truncated`` say how much)."""
         payload: dict[str, Any]
         value = self.raw.value or b""
-        try:
-            payload = {"payload": value.decode("utf-8")}
-        except UnicodeDecodeError:
-            payload = {"payload_base64": _b64(value)}
+        cut = value[: self.payload_limit]
+        truncated = len(cut) < len(value)
+        text = _utf8(cut, truncated)
+        payload = {"payload": text} if text is not None else {"payload_base64": _b64(cut)}
         return orjson.dumps(
             {
                 "reason": self.reason,
@@ -77,9 +98,21 @@ class DeadLetter:
                     "offset": self.raw.offset,
                     "timestamp_ms": self.raw.timestamp_ms,
                 },
+                "payload_bytes": len(value),
+                "payload_truncated": truncated,
                 **payload,
             }
         )
+
+
+def _utf8(b: bytes, truncated: bool) -> str | None:
+    """``b`` as text, or None when it is not UTF-8 (a cut may split the last character)."""
+    for end in (len(b), len(b) - 1, len(b) - 2, len(b) - 3) if truncated else (len(b),):
+        try:
+            return b[: max(end, 0)].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
 
 
 def _b64(b: bytes) -> str:
@@ -105,6 +138,7 @@ class PredictionGroup:
     versions: list[str | None] = field(default_factory=list)
     features: list[dict[str, Any]] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    raws: list[RawMessage] = field(default_factory=list)  # the messages (for limit dead letters)
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -116,6 +150,7 @@ class LabelGroup:
     event_ids: list[str] = field(default_factory=list)
     times_ms: list[int] = field(default_factory=list)
     labels: list[Any] = field(default_factory=list)
+    raws: list[RawMessage] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -168,9 +203,33 @@ def _time(ev: dict[str, Any], fallback_ms: int | None) -> int:
     return ms
 
 
-def _load(raw: RawMessage) -> dict[str, Any]:
+# the model of an oversized message, from its head only (it is never parsed): for the alert
+_MODEL_ID = re.compile(rb'"model_id"\s*:\s*"([^"\\]{1,256})"')
+
+
+def sniff_model_id(value: bytes, head: int = 4096) -> str | None:
+    """The ``model_id`` of a message that is not parsed, if its first ``head`` bytes name one.
+
+    >>> sniff_model_id(b'{"event_id": "e1", "model_id": "credit-risk", "features": {')
+    'credit-risk'
+    """
+    m = _MODEL_ID.search(value, 0, head)
+    if m is None:
+        return None
+    try:
+        return m.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _load(raw: RawMessage, max_bytes: int | None = None) -> dict[str, Any]:
     if not raw.value:
         raise InvalidEventError(Reason.EMPTY_MESSAGE, "message has no value")
+    if max_bytes is not None and len(raw.value) > max_bytes:
+        raise InvalidEventError(
+            Reason.MESSAGE_TOO_LARGE,
+            f"message of {len(raw.value)} bytes is larger than limits.max_message_bytes ({max_bytes})",
+        )
     try:
         ev = orjson.loads(raw.value)
     except orjson.JSONDecodeError as e:
@@ -203,11 +262,16 @@ def _check_prediction(p: Any) -> dict[str, Any]:
     return p
 
 
-def _check_features(f: Any) -> dict[str, Any]:
+def _check_features(f: Any, max_features: int | None = None) -> dict[str, Any]:
     if f is None:
         raise InvalidEventError(Reason.MISSING_FIELD, "features is missing")
     if type(f) is not dict:
         raise InvalidEventError(Reason.INVALID_FIELD, "features must be an object")
+    if max_features is not None and len(f) > max_features:
+        raise InvalidEventError(
+            Reason.TOO_MANY_FEATURES,
+            f"features has {len(f)} keys, more than limits.max_features ({max_features})",
+        )
     if not all(type(v) in _SCALAR for v in f.values()):
         bad = next(k for k, v in f.items() if type(v) not in _SCALAR)
         raise InvalidEventError(
@@ -216,8 +280,26 @@ def _check_features(f: Any) -> dict[str, Any]:
     return f
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """The ``limits`` settings that decoding applies (None: unbounded)."""
+
+    max_message_bytes: int | None = None
+    max_features: int | None = None
+    payload_limit: int = DEFAULT_PAYLOAD_BYTES
+
+
+_UNBOUNDED = DecodeLimits()
+
+
+def _dead(raw: RawMessage, e: InvalidEventError, model_id: str | None, limits: DecodeLimits) -> DeadLetter:
+    if model_id is None and e.reason == Reason.MESSAGE_TOO_LARGE and raw.value:
+        model_id = sniff_model_id(raw.value)
+    return DeadLetter(raw, e.reason, e.detail, model_id, limits.payload_limit)
+
+
 def decode_predictions(
-    messages: Sequence[RawMessage], models: Container[str]
+    messages: Sequence[RawMessage], models: Container[str], limits: DecodeLimits = _UNBOUNDED
 ) -> tuple[dict[str, PredictionGroup], list[DeadLetter]]:
     """Decode a batch of prediction messages, grouped by model in arrival order."""
     groups: dict[str, PredictionGroup] = {}
@@ -225,16 +307,16 @@ def decode_predictions(
     for raw in messages:
         model_id = None
         try:
-            ev = _load(raw)
+            ev = _load(raw, limits.max_message_bytes)
             event_id = _identifier(ev, "event_id")
             model_id = _identifier(ev, "model_id")
             version = _optional_identifier(ev, "model_version")
             t = _time(ev, raw.timestamp_ms)
-            features = _check_features(ev.get("features"))
+            features = _check_features(ev.get("features"), limits.max_features)
             prediction = _check_prediction(ev.get("prediction"))
             _configured(model_id, models)
         except InvalidEventError as e:
-            dead.append(DeadLetter(raw, e.reason, e.detail, model_id))
+            dead.append(_dead(raw, e, model_id, limits))
             continue
         g = groups.get(model_id)
         if g is None:
@@ -244,11 +326,12 @@ def decode_predictions(
         g.versions.append(version)
         g.features.append(features)
         g.predictions.append(prediction)
+        g.raws.append(raw)
     return groups, dead
 
 
 def decode_labels(
-    messages: Sequence[RawMessage], models: Container[str]
+    messages: Sequence[RawMessage], models: Container[str], limits: DecodeLimits = _UNBOUNDED
 ) -> tuple[dict[str, LabelGroup], list[DeadLetter]]:
     """Decode a batch of label messages, grouped by model in arrival order."""
     groups: dict[str, LabelGroup] = {}
@@ -256,7 +339,7 @@ def decode_labels(
     for raw in messages:
         model_id = None
         try:
-            ev = _load(raw)
+            ev = _load(raw, limits.max_message_bytes)
             event_id = _identifier(ev, "event_id")
             model_id = _identifier(ev, "model_id")
             t = _time(ev, raw.timestamp_ms)
@@ -271,7 +354,7 @@ def decode_labels(
                 raise InvalidEventError(Reason.INVALID_FIELD, "value must be a number")
             _configured(model_id, models)
         except InvalidEventError as e:
-            dead.append(DeadLetter(raw, e.reason, e.detail, model_id))
+            dead.append(_dead(raw, e, model_id, limits))
             continue
         g = groups.get(model_id)
         if g is None:
@@ -279,4 +362,5 @@ def decode_labels(
         g.event_ids.append(event_id)
         g.times_ms.append(t)
         g.labels.append(label if label is not None else value)
+        g.raws.append(raw)
     return groups, dead

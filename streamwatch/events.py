@@ -151,6 +151,7 @@ AlertKind = Literal[
     "unit_change",
     "column_swap",
     "label_delay",
+    "resource_limit",
 ]
 
 

@@ -10,8 +10,16 @@ registry, appended to each scrape.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
 import itertools
+import logging
 import math
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -27,11 +35,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from streamwatch import __version__
+from streamwatch.config import MetricsSettings
 from streamwatch.decode import Reason
 from streamwatch.engine import Engine
 from streamwatch.monitor import FloatArray, ModelMonitor
 from streamwatch.performance.tracker import DELAY_BUCKETS, Readout
-from streamwatch.runtime.state import Timing
+from streamwatch.runtime.state import CORRUPT_REASONS, Timing
 
 _TIMING_BOUNDS = Timing.BOUNDS
 
@@ -163,6 +172,7 @@ class EngineCollector:
         for reason in sorted(set(Reason.ALL) | set(dead)):
             dl.add(f'reason="{_esc(reason)}"', dead.get(reason, 0))
         _emit(out, info, msgs, nbytes, dl, high=self._high)
+        _emit(out, *_limit_families(self.engine), high=self._high)
 
         f = _Families()
         alert_series: dict[str, int] = {}
@@ -396,6 +406,49 @@ def _emit(out: list[str], *families: _Family, high: dict[tuple[str, str], float]
             out.extend(f"{name}{{{labels}}} {_num(value)}\n" for labels, value in fam.samples)
 
 
+def _limit_families(e: Engine) -> tuple[_Family, _Family, _Family]:
+    """The ``limits`` families: hits per limit, each limit's setting, and usage where cheap."""
+    from streamwatch.engine import LIMITS  # kept beside the engine's limit bookkeeping
+
+    hits = _Family(
+        "streamwatch_limit_hits",
+        "counter",
+        "Events that hit a resource limit (dead-lettered, or coded as an overflow category), by limit",
+    )
+    bound = _Family("streamwatch_limit", "gauge", "The configured value of each resource limit")
+    usage = _Family(
+        "streamwatch_limit_usage",
+        "gauge",
+        "Current use of a resource limit: monitors held, the largest category vocabulary, "
+        "the fullest label store",
+    )
+    lim, perf = e.settings.limits, e.settings.performance
+    values = {
+        "message_bytes": lim.max_message_bytes,
+        "features": lim.max_features,
+        "models": lim.max_models,
+        "category_values": lim.max_category_values,
+        "open_predictions": perf.max_open_predictions,
+    }
+    with e.lock:
+        counts = dict(e.limit_hits)
+        monitors = [m for ms in e.owned.values() for m in ms.values()]
+        used = {
+            "models": len(monitors),
+            "category_values": max((len(v) - 1 for m in monitors for v in m.schema.vocabularies), default=0),
+            "open_predictions": max(
+                (len(m.performance.join) for m in monitors if m.performance is not None), default=0
+            ),
+        }
+    for name in LIMITS:
+        q = f'limit="{name}"'
+        hits.add(q, counts.get(name, 0))
+        bound.add(q, values[name])
+        if name in used:
+            usage.add(q, used[name])
+    return hits, bound, usage
+
+
 def _model_state(m: ModelMonitor) -> _ModelState:
     """Copy one monitor's exported state (called under the engine lock)."""
     c_stat, c_thr = m.cusum_statistics()
@@ -561,19 +614,49 @@ def _drift_state(m: ModelMonitor) -> DriftState:
 
 
 class Health:
-    """Liveness from the main loop's heartbeat; readiness set by the runtime."""
+    """Liveness from the main loop's heartbeat; readiness from the runtime's state.
 
-    def __init__(self, stall_seconds: float = 60.0) -> None:
+    Ready (``/readyz`` 200) when the worker has its partition assignment (``ready``, set by the
+    runtime), is not rebuilding state from the state topic (:meth:`restoring`) and reaches a
+    broker (``connected``). Alive (``/healthz`` 200) while the main loop comes round within
+    ``stall_seconds``; a restore holds the loop, so it gets ``restore_seconds`` more.
+    """
+
+    def __init__(self, stall_seconds: float = 60.0, restore_seconds: float = 120.0) -> None:
         self.stall_seconds = stall_seconds
+        self.restore_seconds = restore_seconds
         self.ready = False
+        self.connected = True
+        self._restoring = 0
         self.last_beat = time.monotonic()
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()
 
+    @contextlib.contextmanager
+    def restoring(self) -> Iterator[None]:
+        """Not ready while the block rebuilds state."""
+        self._restoring += 1
+        try:
+            yield
+        finally:
+            self._restoring -= 1
+            self.beat()
+
     @property
     def alive(self) -> bool:
-        return time.monotonic() - self.last_beat < self.stall_seconds
+        grace = self.restore_seconds if self._restoring else 0.0
+        return time.monotonic() - self.last_beat < self.stall_seconds + grace
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the worker is ready, and why not."""
+        if not self.ready:
+            return False, "not ready: no partition assignment (starting or stopping)"
+        if self._restoring:
+            return False, "not ready: restoring state"
+        if not self.connected:
+            return False, "not ready: no broker reachable"
+        return True, "ready"
 
 
 class RuntimeCollector(Collector):
@@ -622,6 +705,113 @@ class RuntimeCollector(Collector):
         owned = GaugeMetricFamily("streamwatch_partitions_owned", "Partitions whose state this worker owns")
         owned.add_metric([], len(d["owned"]))
         yield owned
+        corrupt = CounterMetricFamily(
+            "streamwatch_state_corrupt_records",
+            "State records skipped on restore as corrupt or foreign (each also raises a state_corrupt alert)",
+            labels=["reason"],
+        )
+        seen = d.get("state_corrupt", {})
+        for reason in CORRUPT_REASONS:
+            corrupt.add_metric([reason], seen.get(reason, 0))
+        yield corrupt
+
+
+_REQUEST_TIMEOUT = 30.0
+_http_log = logging.getLogger("streamwatch.exporter")
+
+
+def tls_context(m: MetricsSettings) -> ssl.SSLContext | None:
+    """The server's TLS context when ``metrics.tls_cert_file`` is set, else None.
+
+    Built as prometheus_client's ``start_http_server(certfile=, keyfile=, client_cafile=,
+    client_auth_required=)`` builds it (its helper, ``exposition._get_ssl_ctx``, is private and
+    has changed signature between releases, so it is not reused); our own handler stays.
+    """
+    if m.tls_cert_file is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if m.tls_min_version == "TLSv1.3" else ssl.TLSVersion.TLSv1_2
+    try:
+        # an empty password: an encrypted key fails here instead of prompting on the terminal
+        ctx.load_cert_chain(m.tls_cert_file, m.tls_key_file, password="")
+        if m.tls_client_ca_file is not None:
+            ctx.load_verify_locations(cafile=m.tls_client_ca_file)
+            ctx.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: only scrapers with a certificate it signed
+    except (OSError, ssl.SSLError) as e:
+        raise OSError(
+            e.errno or 0,
+            f"cannot load the metrics TLS files (tls_cert_file {m.tls_cert_file!r}, tls_key_file "
+            f"{m.tls_key_file!r}, tls_client_ca_file {m.tls_client_ca_file!r}): {e}",
+        ) from None
+    return ctx
+
+
+class BasicAuth:
+    """HTTP basic auth against one user; only the SHA-256 digest of the password is kept."""
+
+    def __init__(self, username: str, password_sha256: bytes) -> None:
+        self.username = username
+        self._user_digest = hashlib.sha256(username.encode()).digest()
+        self._digest = password_sha256
+
+    @classmethod
+    def from_settings(cls, m: MetricsSettings) -> BasicAuth | None:
+        if m.basic_auth_username is None:
+            return None
+        if m.basic_auth_password is not None:
+            digest = hashlib.sha256(m.basic_auth_password.get_secret_value().encode()).digest()
+        else:
+            assert m.basic_auth_password_hash is not None  # the config validator ensures one
+            digest = bytes.fromhex(m.basic_auth_password_hash.get_secret_value().partition(":")[2])
+        return cls(m.basic_auth_username, digest)
+
+    def check(self, header: str | None) -> bool:
+        """True for an ``Authorization: Basic ...`` header with this user and password."""
+        scheme, _, token = (header or "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, sep, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        # compare digests in constant time, user and password both, so timing tells nothing
+        ok_user = hmac.compare_digest(hashlib.sha256(user.encode()).digest(), self._user_digest)
+        ok_password = hmac.compare_digest(hashlib.sha256(password.encode()).digest(), self._digest)
+        return bool(sep) and ok_user and ok_password
+
+
+class _Server(ThreadingHTTPServer):
+    """The threading HTTP server, with the TLS handshake done in each request's own thread (a
+    slow or plain-HTTP client cannot hold up the accept loop) and no tracebacks for clients that
+    hang up or fail the handshake."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None
+    ) -> None:
+        self.tls = tls
+        super().__init__(address, handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(_REQUEST_TIMEOUT)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as e:  # not TLS, no or an untrusted client certificate, ...
+            _http_log.debug("TLS handshake with %s failed: %s", client_address, e)
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _http_log.debug("metrics request from %s failed", client_address, exc_info=True)
 
 
 class Exporter:
@@ -642,36 +832,55 @@ class Exporter:
     def render(self) -> bytes:
         return self.collector.render().encode() + generate_latest(self.registry)
 
-    def serve(self, host: str, port: int) -> int:
-        """Start serving in a daemon thread; returns the bound port (``port`` 0 picks one)."""
+    def serve(self, host: str, port: int, security: MetricsSettings | None = None) -> int:
+        """Start serving in a daemon thread; returns the bound port (``port`` 0 picks one).
+
+        ``security`` (default: the engine's ``metrics`` settings) adds TLS and basic auth on
+        /metrics. Raises OSError when the address is taken or the TLS files cannot be loaded.
+        """
         exporter = self
+        sec = security if security is not None else self.collector.engine.settings.metrics
+        tls = tls_context(sec)
+        auth = BasicAuth.from_settings(sec)
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = _REQUEST_TIMEOUT  # a client that stalls mid-request must not hold a thread
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, exporter.render(), CONTENT_TYPE_LATEST)
+                    if auth is not None and not auth.check(self.headers.get("Authorization")):
+                        self._send(401, b"unauthorized\n", www_authenticate='Basic realm="streamwatch"')
+                    else:
+                        self._send(200, exporter.render(), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     ok = exporter.health.alive
                     self._send(200 if ok else 503, b"ok\n" if ok else b"main loop stalled\n")
                 elif path == "/readyz":
-                    ok = exporter.health.ready
-                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                    ok, why = exporter.health.readiness()
+                    self._send(200 if ok else 503, why.encode() + b"\n")
                 else:
                     self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
 
-            def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            def _send(
+                self,
+                code: int,
+                body: bytes,
+                ctype: str = "text/plain; charset=utf-8",
+                www_authenticate: str | None = None,
+            ) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                if www_authenticate is not None:
+                    self.send_header("WWW-Authenticate", www_authenticate)
                 self.end_headers()
                 self.wfile.write(body)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # scrapes every few seconds would drown the worker's log
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), Handler, tls)
         threading.Thread(target=self._server.serve_forever, name="exporter", daemon=True).start()
         return int(self._server.server_address[1])
 

@@ -15,7 +15,8 @@ gives::
 ``exc_info=``) is rendered as a string in ``exception``. Any field whose key names a secret (it
 contains ``password``, ``secret`` or ``token``, or starts with ``sasl.`` or ``ssl.key``; ``_`` counts
 as ``.``) is written as ``***``, in ``extra`` fields, in dicts nested in them and in dicts passed
-as ``%s`` arguments of the message.
+as ``%s`` arguments of the message; pydantic models (the settings) are dumped and redacted the
+same way, and their ``SecretStr`` fields show as ``**********``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def redact(value: Any, _depth: int = 0) -> Any:
     lists too (other values are returned as they are)."""
     if _depth > _MAX_DEPTH:
         return value
+    if hasattr(value, "model_dump") and not isinstance(value, type):
+        # a pydantic model (e.g. the settings): its str() would show dict fields such as
+        # kafka.client in clear; dumped, those are redacted like any mapping (SecretStr stays masked)
+        value = value.model_dump()
     if isinstance(value, Mapping):
         return {k: (REDACTED if is_secret_key(k) else redact(v, _depth + 1)) for k, v in value.items()}
     if isinstance(value, list):
@@ -80,7 +85,9 @@ def _message(record: logging.LogRecord) -> str:
     args = record.args
     if isinstance(args, Mapping):
         args = redact(args)
-    elif isinstance(args, tuple) and any(isinstance(a, Mapping | list | tuple) for a in args):
+    elif isinstance(args, tuple) and any(
+        isinstance(a, Mapping | list | tuple) or hasattr(a, "model_dump") for a in args
+    ):
         args = tuple(redact(a) for a in args)
     if args is record.args:
         return record.getMessage()

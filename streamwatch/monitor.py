@@ -46,6 +46,7 @@ from streamwatch.detectors.base import Detection
 from streamwatch.detectors.cusum import CUSUM
 from streamwatch.detectors.window import FeatureWindowTests
 from streamwatch.events import format_timestamp
+from streamwatch.history import DriftHistory
 from streamwatch.jsonarrays import floats as _floats
 from streamwatch.performance import PerformanceTracker
 from streamwatch.performance.tracker import baseline_from_profile, class_name
@@ -85,6 +86,7 @@ class ModelMonitor:
         profile: dict[str, Any] | None = None,
         quality: QualitySettings | None = None,
         profiles_by_version: Mapping[str, dict[str, Any]] | None = None,
+        max_category_values: int = 10_000,
     ) -> None:
         self.model_id = model_id
         self.kind = kind
@@ -106,7 +108,7 @@ class ModelMonitor:
         self._early_labels: tuple[list[str], list[int], list[Any]] = ([], [], [])
         self.features = dict(features)
         self.settings = drift
-        self.schema = FeatureSchema(self.features)
+        self.schema = FeatureSchema(self.features, max_category_values)
         n = len(self.schema.names)
         self.events_seen = 0
         self.labels_seen = 0
@@ -115,6 +117,7 @@ class ModelMonitor:
         self.invalid = np.zeros(n, dtype=np.int64)
         self.scores: FloatArray = np.full(n, np.nan)  # window statistic per feature
         self.thresholds: FloatArray = np.full(n, np.nan)
+        self.history = DriftHistory(n)  # bounded record of the window evaluations, for reports
         self.firing = np.zeros(n, dtype=bool)
         self.last_cusum_alarm = np.full(n, -1, dtype=np.int64)  # events_seen at the last CUSUM alarm
         self._ref_numeric: list[FloatArray] = []
@@ -248,7 +251,12 @@ class ModelMonitor:
             else:
                 feats = {"predicted_class": FeatureType.CATEGORICAL, "score": FeatureType.NUMERIC}
             m = self.outputs[which] = ModelMonitor(
-                self.model_id, feats, self.settings, kind=f"{which}_drift", budget_units=self.budget_units
+                self.model_id,
+                feats,
+                self.settings,
+                kind=f"{which}_drift",
+                budget_units=self.budget_units,
+                max_category_values=self.schema.max_vocabulary,
             )
         return m
 
@@ -561,6 +569,7 @@ class ModelMonitor:
         s = self.settings
         scores, thresholds = self.tests.evaluate(self.window.counts())
         self.scores, self.thresholds = scores, thresholds
+        self.history.record(t_ms, events_seen, scores, thresholds, *self.cusum_statistics())
         with np.errstate(invalid="ignore"):
             fire = ~self.firing & (scores > thresholds)
             quiet = events_seen - self.last_cusum_alarm >= s.window_size
@@ -704,12 +713,14 @@ class ModelMonitor:
             "labels_seen": self.labels_seen,
             "model_version": self.model_version,
             "vocabularies": [self.schema.vocabulary(j) for j in range(len(self.schema.categorical))],
+            "max_category_values": self.schema.max_vocabulary,
             "missing": self.missing,
             "invalid": self.invalid,
             "scores": self.scores,
             "thresholds": self.thresholds,
             "firing": self.firing,
             "last_cusum_alarm": self.last_cusum_alarm,
+            "history": self.history.to_dict(),
             "times": self._times,
             "reference_buffer": None,
             "bins": None,
@@ -775,6 +786,7 @@ class ModelMonitor:
             kind=doc["kind"],
             budget_units=int(doc["budget_units"]),
             quality=QualitySettings(**doc["quality_settings"]),
+            max_category_values=int(doc.get("max_category_values", 10_000)),
         )
         if doc["quality"] is not None:
             m.quality = QualityWatch.from_dict(doc["quality"])
@@ -803,6 +815,8 @@ class ModelMonitor:
         m.thresholds = _floats(doc["thresholds"])
         m.firing = np.asarray(doc["firing"], dtype=bool)
         m.last_cusum_alarm = np.asarray(doc["last_cusum_alarm"], dtype=np.int64)
+        if doc.get("history") is not None:  # absent from snapshots of builds before the report
+            m.history = DriftHistory.from_dict(doc["history"])
         m._times = np.asarray(doc["times"], dtype=np.int64)
         n_num, n_cat = len(m.schema.numeric), len(m.schema.categorical)
         if doc["bins"] is None:

@@ -32,6 +32,7 @@ from streamwatch.alerts import Alert
 from streamwatch.config import PerformanceSettings
 from streamwatch.detectors.cusum import CUSUM
 from streamwatch.events import format_timestamp
+from streamwatch.history import PerformanceHistory
 from streamwatch.jsonarrays import floats as _floats
 from streamwatch.performance.estimation import BinnedCalibrator, ExpectedConfusion
 from streamwatch.performance.join import Joined, LabelJoin
@@ -216,6 +217,7 @@ class PerformanceTracker:
         self.judged_window: int | None = None  # newest window judged against the baseline
         self.judged: dict[str, float] = {}
         self._readout: tuple[tuple[int, int, int], Readout] | None = None
+        self.history = PerformanceHistory()  # the windows judged or expired, for reports
 
     # -- classes ------------------------------------------------------------------------------
 
@@ -286,6 +288,12 @@ class PerformanceTracker:
             scores[:, codes] = np.array(rows, dtype=np.float64).reshape(len(predictions), len(names))
         labels = [p.get("label") for p in predictions]
         predicted = self._codes(labels)
+        if scores is not None and scores.shape[1] < len(self.class_names):
+            # a label no score names became a class after the scores were laid out (found by
+            # tests/unit/test_fuzz_decode.py): its score is unknown
+            scores = np.pad(
+                scores, ((0, 0), (0, len(self.class_names) - scores.shape[1])), constant_values=np.nan
+            )
         if scores is not None:  # events without a label: the class with the highest score
             unnamed = np.isnan(predicted) & np.isfinite(scores).any(axis=1)
             if unnamed.any():
@@ -328,7 +336,18 @@ class PerformanceTracker:
     def _expire_windows(self) -> None:
         oldest = (self.join.watermark - self.join.ttl_ms) // self.window_ms
         for i in [i for i in self.windows if i < oldest]:
+            self._remember(i)
             del self.windows[i]
+
+    def _remember(self, i: int, values: dict[str, float] | None = None) -> None:
+        """Window ``i`` into the history: when judged, and with its final labels when it leaves."""
+        w = self.windows[i]
+        if values is None:
+            values = self.metrics_of(w.rows) if self.task is not None else {}
+        shown = {k: values[k] for k in tuple(self.baseline) or self.judged_metrics if k in values}
+        self.history.record(
+            i, i * self.window_ms, shown, self.baseline, self.coverage(i), len(w.rows), w.predictions
+        )
 
     def _evicted(self, slots: IntArray) -> None:
         """The store's sample shrank: forget evicted predictions and joined rows outside it."""
@@ -528,6 +547,7 @@ class PerformanceTracker:
         rows = w.rows
         values = self.metrics_of(rows)
         self.judged = values
+        self._remember(i, values)
         intervals = self._intervals(rows, values, s.confidence, seed=i & 0x7FFFFFFF)
         alerts = []
         t_ms = int(self.join.watermark)
@@ -757,6 +777,7 @@ class PerformanceTracker:
             "delay_sum_seconds": self.delay_sum_seconds,
             "judged_window": self.judged_window,
             "judged": self.judged,
+            "history": self.history.to_dict(),
         }
 
     @classmethod
@@ -787,6 +808,8 @@ class PerformanceTracker:
         t.delay_sum_seconds = float(d["delay_sum_seconds"])
         t.judged_window = d["judged_window"]
         t.judged = dict(d["judged"])
+        if d.get("history") is not None:  # absent from snapshots of builds before the report
+            t.history = PerformanceHistory.from_dict(d["history"])
         return t
 
 

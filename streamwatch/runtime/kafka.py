@@ -53,11 +53,13 @@ from streamwatch.runtime.state import (
     CHECKPOINT_KEY,
     KIND_CHECKPOINT,
     KIND_MODEL,
+    RestoredPartition,
     RestoreError,
     RuntimeStats,
     Tag,
     headers,
     read_state,
+    restore_monitors,
 )
 
 log = logging.getLogger("streamwatch.kafka")
@@ -73,7 +75,7 @@ class KafkaSetupError(RuntimeError):
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     conf: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap_servers}
-    conf.update(settings.kafka.client)
+    conf.update(settings.kafka.librdkafka())  # kafka.client plus the SASL/TLS fields
     conf.update(extra)
     return conf
 
@@ -81,7 +83,7 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 def _layered(settings: Settings, defaults: dict[str, Any], required: dict[str, Any]) -> dict[str, Any]:
     """Our defaults, overlaid by the user's ``kafka.client``, overlaid by what correctness needs."""
     conf: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap_servers, **defaults}
-    conf.update(settings.kafka.client)
+    conf.update(settings.kafka.librdkafka())  # kafka.client plus the SASL/TLS fields
     conf.update(required)
     return conf
 
@@ -108,13 +110,14 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
     The state topic gets the partition count of the input topics, which must agree.
     """
     t = settings.topics
-    admin = AdminClient(client_config(settings))
-    try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
-    except KafkaException as e:
-        raise KafkaSetupError(
-            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {e.args[0].str()}"
-        ) from None
+    auth: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() in _AUTH_ERRORS:
+            auth.append(err.str())
+
+    admin = AdminClient(client_config(settings, error_cb=on_error))
+    existing = set(_metadata(admin, settings, auth, timeout).topics)
     wanted = [t.predictions, t.labels, t.alerts, t.dead_letters]
     new = [
         NewTopic(name, t.partitions, t.replication_factor)
@@ -129,6 +132,28 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
         raise KafkaSetupError(_mismatch(counts))
     n = counts[t.predictions]
     _create(admin, [NewTopic(t.state, n, t.replication_factor, config=state_topic_config())], timeout)
+
+
+_AUTH_ERRORS = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL)
+
+
+def _metadata(admin: AdminClient, settings: Settings, auth: list[str], timeout: float) -> Any:
+    """The cluster's metadata; a refused login or TLS handshake fails at once (librdkafka would
+    retry it until the timeout), and its reason, never the credentials, is in the message."""
+    deadline = time.monotonic() + timeout
+    where = settings.kafka.bootstrap_servers
+    while True:
+        try:
+            return admin.list_topics(timeout=min(1.0, timeout))
+        except KafkaException as e:
+            admin.poll(0)  # serves error_cb, which collects authentication failures
+            if auth:
+                raise KafkaSetupError(
+                    f"Kafka at {where} refused the connection: {auth[0]} (check kafka.security_protocol, "
+                    "kafka.sasl_mechanism, kafka.sasl_username and kafka.sasl_password, or the TLS settings)"
+                ) from None
+            if time.monotonic() > deadline:
+                raise KafkaSetupError(f"cannot reach Kafka at {where}: {e.args[0].str()}") from None
 
 
 def _wait_counts(admin: AdminClient, names: list[str], timeout: float) -> dict[str, int]:
@@ -161,6 +186,19 @@ def _create(admin: AdminClient, new: list[NewTopic], timeout: float) -> None:
         except KafkaException as e:
             if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise KafkaSetupError(f"cannot create topic {name}: {e.args[0].str()}") from None
+
+
+def fetch_sizes(settings: Settings) -> dict[str, int]:
+    """Consumer fetch sizes that fit ``limits.max_message_bytes``: one partition's fetch holds a
+    message of the limit, and a response of the whole fetch can be received. Larger messages are
+    still fetched (the broker returns at least one batch) and dead-lettered as message_too_large."""
+    one = max(1_048_576, settings.limits.max_message_bytes)
+    fetch = max(52_428_800, 4 * one)
+    return {
+        "max.partition.fetch.bytes": one,
+        "fetch.max.bytes": fetch,
+        "receive.message.max.bytes": max(100_000_000, fetch + 1_048_576),
+    }
 
 
 def _raw(m: Message) -> RawMessage:
@@ -227,6 +265,9 @@ class KafkaWorker:
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",  # also: committed() returns stable offsets
             "error_cb": self._on_error,
+            # broker connection states every few seconds: /readyz turns ready again on reconnect
+            "stats_cb": self._on_stats,
+            "statistics.interval.ms": int(user.get("statistics.interval.ms", 0) or 5000),
         }
         if self.incremental:
             # KIP-848: the broker's range assignor keeps partition p of both inputs together
@@ -247,7 +288,11 @@ class KafkaWorker:
         self.consumer = Consumer(
             _layered(
                 settings,
-                {"auto.offset.reset": "earliest", "queued.max.messages.kbytes": 32768},
+                {
+                    "auto.offset.reset": "earliest",
+                    "queued.max.messages.kbytes": 32768,
+                    **fetch_sizes(settings),
+                },
                 required,
             )
         )
@@ -263,6 +308,7 @@ class KafkaWorker:
             preq["transaction.timeout.ms"] = int(st.transaction_timeout_seconds * 1000)
         self.producer = Producer(_layered(settings, pdefaults, preq))
         self._restorer: Consumer | None = None
+        exporter.health.restore_seconds = st.restore_timeout_seconds
         log.info(
             "worker %s: %s, checkpoints every %.1f s to %s",
             instance or "(no instance_id)",
@@ -282,12 +328,29 @@ class KafkaWorker:
             log.error("Kafka authentication failed: %s", err.str(), extra={"event": "error"})
             self._fail()
         else:
+            if err.code() == KafkaError._ALL_BROKERS_DOWN:
+                self.exporter.health.connected = False  # not ready until a broker is up again
             # an outage repeats the same complaint many times a second: once per 10 s is enough
             now = time.monotonic()
             key = (err.code(), err.str())
             if now - self._warned.get(key, -1e9) >= 10.0:
                 self._warned[key] = now
                 log.warning("Kafka: %s", err.str(), extra={"event": "kafka_warning", "code": err.name()})
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            brokers = orjson.loads(stats_json).get("brokers", {})
+            up = any(b.get("state") == "UP" for b in brokers.values())
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        if up != self.exporter.health.connected:
+            self.exporter.health.connected = up
+            log.log(
+                logging.INFO if up else logging.WARNING,
+                "broker connection %s",
+                "restored" if up else "lost",
+                extra={"event": "connected" if up else "disconnected"},
+            )
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -355,7 +418,8 @@ class KafkaWorker:
                 if p not in self.active and all((t, p) in self.held for t in self.input_topics)
             }
         )
-        positions = self._restore(ready) if ready and not self._failed else {}
+        with self.exporter.health.restoring():  # not ready meanwhile
+            positions = self._restore(ready) if ready and not self._failed else {}
         assignment = [TopicPartition(t, p, positions.get((t, p), OFFSET_INVALID)) for t, p in sorted(new)]
         if self.incremental:
             c.incremental_assign(assignment)
@@ -510,11 +574,7 @@ class KafkaWorker:
         models = 0
         nbytes = 0
         for p in units:
-            monitors: dict[str, ModelMonitor] = {}
-            for model_id, data in restored[p].records.items():
-                m = self._load(model_id, data, p)
-                if m is not None:
-                    monitors[model_id] = m
+            monitors = self._load(restored[p])
             self.engine.install(p, monitors)
             self.active.add(p)
             for t in self.input_topics:
@@ -549,29 +609,37 @@ class KafkaWorker:
         )
         return positions
 
-    def _load(self, model_id: str, data: bytes, p: int) -> ModelMonitor | None:
-        why = ""
-        if model_id not in self.settings.models:
-            why = "the model is no longer configured"
-        else:
-            try:
-                m = ModelMonitor.restore(data)
-            except (ValueError, KeyError, TypeError) as e:
-                why = f"its snapshot cannot be read ({e})"
-            else:
-                fresh = self.engine.new_monitor(model_id)
-                if m.features != fresh.features or m.settings != fresh.settings:
-                    why = "its features or drift settings changed"
-                else:
-                    return m
-        log.warning(
-            "state of model %s (partition %d) not restored: %s; it starts afresh",
-            model_id,
-            p,
-            why,
-            extra={"event": "restore_skip", "model": model_id, "partition": p},
-        )
-        return None
+    def _load(self, rp: RestoredPartition) -> dict[str, ModelMonitor]:
+        """Decode one state partition's records strictly; corrupt or foreign ones are skipped with a
+        ``state_corrupt`` alert (one id per record) and counted, never executed or crashed on."""
+        out = restore_monitors(rp, self.settings.topics.state, self.settings.models, self.engine.new_monitor)
+        for model_id, why in out.dropped:
+            log.warning(
+                "state of model %s (partition %d) not restored: %s; it starts afresh",
+                model_id,
+                rp.partition,
+                why,
+                extra={"event": "restore_skip", "model": model_id, "partition": rp.partition},
+            )
+        now_ms = int(time.time() * 1000)
+        for q in out.problems:
+            ev = q.event(now_ms)
+            log.warning(
+                "%s",
+                ev["message"],
+                extra={
+                    "event": "state_corrupt",
+                    "alert_id": ev["alert_id"],
+                    "reason": q.reason,
+                    "offset": q.offset,
+                },
+            )
+            with self.stats.lock:
+                self.stats.state_corrupt[q.reason] = self.stats.state_corrupt.get(q.reason, 0) + 1
+            self._produce(self.settings.topics.alerts, ev["model_id"].encode(), orjson.dumps(ev), None)
+            if self.on_alert:
+                self.on_alert(ev)
+        return out.monitors
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -967,7 +1035,8 @@ class KafkaWorker:
             return
         while True:
             try:
-                positions = self._restore(keep)
+                with self.exporter.health.restoring():
+                    positions = self._restore(keep)
                 break
             except (KafkaException, RestoreError) as e:
                 if self.stop.is_set():

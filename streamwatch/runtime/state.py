@@ -19,6 +19,13 @@ at or below the committed offsets. Records of aborted or never-committed checkpo
 zombies that wrote after they lost the partition, carry a tag beyond the committed offsets
 (or below the newest valid one) and are ignored; that keeps state exact in at-least-once mode
 too, where nothing is transactional.
+
+Decoding is strict (:func:`decode_snapshot`): a model record must be JSON (never pickle or
+code), of this build's snapshot format and version, of the model its key names, with the known
+fields only, and of the configured features and drift settings, before a monitor is built from
+it. A record that fails (garbage, truncated, foreign, another version, another model's state,
+or without streamwatch's headers) is skipped and reported as a :class:`StateProblem`: the
+worker publishes a ``state_corrupt`` alert and counts it, and the model starts afresh.
 """
 
 from __future__ import annotations
@@ -26,12 +33,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from streamwatch.alerts import Alert
+from streamwatch.monitor import SNAPSHOT_FORMAT, SNAPSHOT_VERSION, ModelMonitor
 
 log = logging.getLogger("streamwatch.state")
 
@@ -42,6 +53,20 @@ H_SRC = "sw_src"
 H_KIND = "sw_kind"
 
 Tag = dict[str, int]  # input topic -> next offset
+
+# why a state record was not restored: the first six mean the record is not what this build
+# wrote (alert + counter); the last two are normal after a config change (a warning only)
+CORRUPT_REASONS = (
+    "bad_headers",  # no valid sw_src / sw_kind headers: not written by streamwatch
+    "not_json",  # garbage or truncated bytes
+    "foreign_format",  # JSON, but not a streamwatch model snapshot
+    "unsupported_version",  # a snapshot of another format version
+    "wrong_model",  # the snapshot of another model than the record's key
+    "invalid_snapshot",  # the right envelope, but fields missing, unknown or of the wrong shape
+)
+CONFIG_REASONS = ("unconfigured", "config_changed")
+_DETAIL_CHARS = 300
+_ALERT_NAMESPACE = uuid.UUID("0d5f4a52-6c1e-4f57-a8f4-5b1f1d9c3e21")
 
 
 class RestoreError(RuntimeError):
@@ -80,6 +105,72 @@ def _rank(tag: Mapping[str, int]) -> int:
     return sum(tag.values())
 
 
+class StateRecordError(ValueError):
+    """A model record that cannot be restored; ``reason`` is one of CORRUPT_REASONS or CONFIG_REASONS."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail[:_DETAIL_CHARS]
+
+    @property
+    def corrupt(self) -> bool:
+        return self.reason in CORRUPT_REASONS
+
+
+@dataclass(frozen=True)
+class StateProblem:
+    """A state record skipped because it is not what this build wrote (see CORRUPT_REASONS)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int  # the record's Kafka timestamp (0 if it has none)
+    key: str
+    reason: str
+    detail: str
+    size: int
+
+    @property
+    def alert_id(self) -> str:
+        # one id per record: finding the same record again (rewind, restart) repeats the id,
+        # which consumers de-duplicate; another bad record gets another id
+        return str(uuid.uuid5(_ALERT_NAMESPACE, f"{self.topic}|{self.partition}|{self.offset}"))
+
+    def alert(self) -> Alert:
+        """The ``state_corrupt`` alert (its ``alert_id`` is :attr:`alert_id`, see :meth:`event`)."""
+        return Alert(
+            model_id=self.key or "(no key)",
+            model_version=None,
+            kind="state_corrupt",
+            feature=None,
+            detector="state_decoder",
+            status="firing",
+            severity="warning",
+            statistic=1.0,
+            threshold=0.0,
+            detected_at_ms=self.timestamp_ms,
+            change_started_at_ms=None,
+            events_seen=0,
+            message=(
+                f"State record {self.topic}[{self.partition}]@{self.offset} (key {self.key!r}) was "
+                f"skipped ({self.reason}: {self.detail}); its model starts afresh."
+            ),
+            details={
+                "reason": self.reason,
+                "detail": self.detail,
+                "topic": self.topic,
+                "partition": self.partition,
+                "offset": self.offset,
+                "bytes": self.size,
+            },
+        )
+
+    def event(self, observed_at_ms: int) -> dict[str, Any]:
+        """The alert event of ``schemas/alert.schema.json``, with the per-record ``alert_id``."""
+        return {**self.alert().to_event(observed_at_ms), "alert_id": self.alert_id}
+
+
 @dataclass
 class RestoredPartition:
     partition: int
@@ -89,6 +180,9 @@ class RestoredPartition:
     skipped: int = 0
     checkpoint_seen: bool = False
     bytes: int = 0
+    # model_id -> (offset, timestamp ms) of the record in `records`, to report it if it is bad
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict)
+    problems: list[StateProblem] = field(default_factory=list)  # records without valid headers
 
 
 def read_state(
@@ -110,7 +204,7 @@ def read_state(
     out = {p: RestoredPartition(p, dict(c)) for p, c in committed.items()}
     if not out:
         return out
-    best: dict[tuple[int, str], tuple[int, bytes]] = {}
+    best: dict[tuple[int, str], tuple[int, bytes, int, int]] = {}  # rank, value, offset, timestamp
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in out])
     at_end: set[int] = set()
     deadline = time.monotonic() + timeout
@@ -132,7 +226,13 @@ def read_state(
                 rp.read += 1
                 value = m.value()
                 tag, kind = parse_headers(m.headers())
-                if tag is None or not tag_ok(tag, rp.committed):
+                if tag is None or kind not in (KIND_MODEL, KIND_CHECKPOINT):
+                    rp.skipped += 1
+                    if value is not None:  # a tombstone without headers is someone's clean-up
+                        why = "no valid sw_src/sw_kind headers (not a streamwatch record)"
+                        rp.problems.append(_problem(topic, m, "bad_headers", why))
+                    continue
+                if not tag_ok(tag, rp.committed):
                     rp.skipped += 1
                     continue
                 if kind == KIND_CHECKPOINT:
@@ -146,7 +246,7 @@ def read_state(
                 r = _rank(tag)
                 old = best.get((p, key))
                 if old is None or r >= old[0]:
-                    best[(p, key)] = (r, value)
+                    best[(p, key)] = (r, value, m.offset() or 0, _timestamp(m))
             if at_end >= set(out):
                 waiting = [
                     p
@@ -172,9 +272,110 @@ def read_state(
                 )
     finally:
         consumer.unassign()
-    for (p, key), (_, value) in best.items():
+    for (p, key), (_, value, offset, ts) in best.items():
         out[p].records[key] = value
+        out[p].positions[key] = (offset, ts)
         out[p].bytes += len(value)
+    return out
+
+
+def _timestamp(m: Any) -> int:
+    kind, ts = m.timestamp()
+    return int(ts) if kind != 0 and ts >= 0 else 0
+
+
+def _problem(topic: str, m: Any, reason: str, detail: str) -> StateProblem:
+    return StateProblem(
+        topic,
+        m.partition() or 0,
+        m.offset() or 0,
+        _timestamp(m),
+        (m.key() or b"").decode("utf-8", "replace")[:256],
+        reason,
+        detail,
+        len(m.value() or b""),
+    )
+
+
+def decode_snapshot(key: str, data: bytes, fresh: ModelMonitor) -> ModelMonitor:
+    """The monitor of model ``key`` from its state record, checked strictly first.
+
+    ``fresh`` is a new monitor of the configured model: the snapshot must have its features and
+    drift settings (checked before anything is built from the record, so a foreign document
+    cannot make the worker allocate what it says) and no fields a snapshot of this version
+    does not have. Raises :class:`StateRecordError`; never anything else.
+    """
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise StateRecordError("not_json", f"not JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise StateRecordError("foreign_format", f"not a {SNAPSHOT_FORMAT} snapshot (format {got!r})")
+    version = doc.get("version")
+    if type(version) is not int or version != SNAPSHOT_VERSION:
+        raise StateRecordError(
+            "unsupported_version", f"snapshot version {version!r}; this build reads {SNAPSHOT_VERSION}"
+        )
+    if doc.get("model_id") != key:
+        raise StateRecordError(
+            "wrong_model", f"the snapshot of model {doc.get('model_id')!r} under key {key!r}"
+        )
+    known = fresh._to_doc().keys()
+    unknown = sorted(str(k) for k in doc if k not in known)
+    if unknown:
+        raise StateRecordError("invalid_snapshot", f"unknown fields {unknown[:5]}")
+    if doc.get("features") != {k: v.value for k, v in fresh.features.items()} or doc.get(
+        "settings"
+    ) != fresh.settings.model_dump(mode="json"):
+        raise StateRecordError("config_changed", "its features or drift settings changed")
+    try:
+        m = ModelMonitor._from_doc(doc)
+    except Exception as e:  # any shape error of a crafted document: skip it, never crash on it
+        raise StateRecordError("invalid_snapshot", f"{type(e).__name__}: {e}") from None
+    if m.features != fresh.features or m.settings != fresh.settings:
+        raise StateRecordError("config_changed", "its features or drift settings changed")
+    return m
+
+
+@dataclass
+class RestoredMonitors:
+    """What :func:`restore_monitors` made of one state partition."""
+
+    monitors: dict[str, ModelMonitor] = field(default_factory=dict)
+    problems: list[StateProblem] = field(default_factory=list)  # corrupt or foreign records
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (model, why): config changes
+
+
+def restore_monitors(
+    rp: RestoredPartition,
+    topic: str,
+    configured: Container[str],
+    new_monitor: Callable[[str], ModelMonitor],
+) -> RestoredMonitors:
+    """Decode the records :func:`read_state` kept for one partition (in offset order).
+
+    Models that are no longer configured, or whose features or drift settings changed, are
+    dropped (``dropped``); corrupt and foreign records are reported in ``problems`` together
+    with the partition's records without valid headers.
+    """
+    out = RestoredMonitors(problems=list(rp.problems))
+    for key in sorted(rp.records, key=lambda k: rp.positions.get(k, (0, 0))[0]):
+        data = rp.records[key]
+        offset, ts = rp.positions.get(key, (0, 0))
+        if key not in configured:
+            out.dropped.append((key, "the model is no longer configured"))
+            continue
+        try:
+            out.monitors[key] = decode_snapshot(key, data, new_monitor(key))
+        except StateRecordError as e:
+            if e.corrupt:
+                out.problems.append(
+                    StateProblem(topic, rp.partition, offset, ts, key, e.reason, e.detail, len(data))
+                )
+            else:
+                out.dropped.append((key, e.detail))
+    out.problems.sort(key=lambda q: q.offset)
     return out
 
 
@@ -232,6 +433,7 @@ class RuntimeStats:
     commit_failures: int = 0  # at-least-once commits that failed (retried at the next checkpoint)
     offset_resets: int = 0  # committed offsets older than the retention: data was lost
     rebalances: int = 0
+    state_corrupt: dict[str, int] = field(default_factory=dict)  # reason -> state records skipped
     assigned: list[tuple[str, int]] = field(default_factory=list)  # input partitions held
     owned: list[int] = field(default_factory=list)  # partitions whose state this worker owns
     lag: dict[tuple[str, int], int] = field(default_factory=dict)  # messages behind the high watermark
@@ -254,6 +456,7 @@ class RuntimeStats:
                 "commit_failures": self.commit_failures,
                 "offset_resets": self.offset_resets,
                 "rebalances": self.rebalances,
+                "state_corrupt": dict(self.state_corrupt),
                 "assigned": list(self.assigned),
                 "owned": list(self.owned),
                 "lag": dict(self.lag),
@@ -263,12 +466,19 @@ class RuntimeStats:
 
 __all__ = [
     "CHECKPOINT_KEY",
+    "CONFIG_REASONS",
+    "CORRUPT_REASONS",
     "RestoreError",
+    "RestoredMonitors",
     "RestoredPartition",
     "RuntimeStats",
+    "StateProblem",
+    "StateRecordError",
     "Timing",
+    "decode_snapshot",
     "headers",
     "parse_headers",
     "read_state",
+    "restore_monitors",
     "tag_ok",
 ]
