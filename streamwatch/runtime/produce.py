@@ -22,7 +22,11 @@ def produce_events(
     """Produce prediction and label events keyed by ``model_id``; returns how many were sent."""
     if settings.topics.create:
         ensure_topics(settings)
-    producer = Producer(client_config(settings, **{"linger.ms": 20, "compression.type": "lz4"}))
+    # idempotent, so a retried batch cannot land behind later ones: a model's order is its
+    # partition's order, and the detectors' positions depend on it
+    producer = Producer(
+        client_config(settings, **{"linger.ms": 20, "compression.type": "lz4", "enable.idempotence": True})
+    )
     t = settings.topics
     t0 = time.monotonic()
     n = 0

@@ -52,7 +52,7 @@ def outcome(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
 
     worker = Worker(config, tmp / "worker.log")
     try:
-        p = Producer({"bootstrap.servers": kafka, "linger.ms": 20})
+        p = Producer({"bootstrap.servers": kafka, "linger.ms": 20, "enable.idempotence": True})
         for _, topic, ev in timeline:
             p.produce(topic, orjson.dumps(ev), ev["model_id"].encode())
             p.poll(0)

@@ -105,7 +105,7 @@ def stack(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stac
         s = Stack(worker, prom)
 
         preds, labels = generate(SCENARIO)
-        p = Producer({"bootstrap.servers": kafka, "linger.ms": 20})
+        p = Producer({"bootstrap.servers": kafka, "linger.ms": 20, "enable.idempotence": True})
         # Warm-up: the worker exports streamwatch_messages_consumed_total{source} only from the first
         # message on (the dead-letter counters from 0), so a burst consumed before the first scrape
         # would overstate the dead-letter ratio for one rate window. In production `for: 5m` rides

@@ -150,7 +150,7 @@ def run(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
     worker = Worker(config, tmp / "worker.log")
     prom = PrometheusServer([f"127.0.0.1:{worker.metrics_port}"], tmp)
     try:
-        p = Producer({"bootstrap.servers": kafka, "linger.ms": 20})
+        p = Producer({"bootstrap.servers": kafka, "linger.ms": 20, "enable.idempotence": True})
         for v in values:
             p.produce(topics["predictions"], v, MODEL.encode())
             p.poll(0)

@@ -57,7 +57,7 @@ def test_swap_unit_change_and_new_category_through_kafka(
     config = write_config(tmp_path / "config.yaml", kafka, topics, models)
     start_worker(config)
 
-    p = Producer({"bootstrap.servers": kafka, "linger.ms": 20})
+    p = Producer({"bootstrap.servers": kafka, "linger.ms": 20, "enable.idempotence": True})
     for i in range(EVENTS):  # interleaved, each model in event order
         for events in streams:
             ev = events[i]
@@ -159,7 +159,7 @@ def test_remaining_plants_and_schema_checks_through_kafka(
         streams.append(generate(s)[0])
     config = write_config(tmp_path / "config.yaml", kafka, topics, models)
     start_worker(config)
-    p = Producer({"bootstrap.servers": kafka, "linger.ms": 20})
+    p = Producer({"bootstrap.servers": kafka, "linger.ms": 20, "enable.idempotence": True})
     for i in range(N2):  # interleaved, each model in event order
         for events in streams:
             ev = events[i]
