@@ -79,6 +79,7 @@ _EPS = float(np.finfo(np.float64).eps)
 _TWO_THIRDS = 2.0 / 3.0
 _SMALL_BATCH = 48  # fewer finite values than this: the per-value port of river
 _FIRST_CHUNK = 1 << 13  # check chunks start here after a restart and double while quiet
+_MIN_CHUNK = 1 << 10  # after a detection the first chunk shrinks towards half the last run
 _MAX_CHUNK = 1 << 15
 _TIER = 4  # a block of 2**k check times bounds the edges with >= _TIER * 2**k * clock newer values
 _BANDS = 3  # with clock 1, newer sides shorter than _TIER * 2**_BANDS are bounded time by time
@@ -792,6 +793,9 @@ class ADWIN(Detector):
         self.n_detections = 0
         self._reset_window()
         self._pending_reset = False
+        # speed only, never results: runs between detections predict the next one, and a
+        # chunk screened past a detection is wasted work
+        self._first_chunk = _FIRST_CHUNK
 
     # -----------------------------------------------------------------------------------------
     # public state
@@ -927,7 +931,7 @@ class ADWIN(Detector):
         abs_totals = np.empty(k + 1)
         totals[0], variances[0], abs_totals[0] = self._total, self._variance, self._abs_total
         clock, grace = self.clock, self.grace_period
-        done, chunk = 0, _FIRST_CHUNK
+        done, chunk = 0, self._first_chunk
         while done < k:
             hi = min(k, done + chunk)
             self._extend(y, done, hi, n_old, totals, variances, abs_totals)
@@ -944,12 +948,15 @@ class ADWIN(Detector):
                         *levels, n, float(totals[j]), float(variances[j]), self.delta, self.min_window_length
                     )
                     if res is not None:
+                        run = 1 << (max(n // 2, 1).bit_length() - 1)
+                        self._first_chunk = min(_FIRST_CHUNK, max(_MIN_CHUNK, run))
                         start = levels[2][-1][0]
                         self._after_drift(res[0], res[1], res[2])
                         found = Detection(at=int(pos[j - 1]), start=start, statistic=res[3], threshold=res[4])
                         return j, found
             done = hi
             chunk = min(2 * chunk, _MAX_CHUNK)
+            self._first_chunk = _FIRST_CHUNK if done >= _FIRST_CHUNK else self._first_chunk
         self._tot, self._var, self._pos = self._build(n_old + k, n_old, old_map, y, pos)
         self._width = n_old + k
         self._total = float(totals[k])

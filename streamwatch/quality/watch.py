@@ -974,7 +974,9 @@ class QualityWatch:
             if (np.abs(factors - 1.0) <= 0.1).any():
                 return True
             ratio = meds / ref
-            if ((ratio > 0) & (np.abs(np.log(np.abs(ratio))) >= math.log(9.0))).any():
+            with np.errstate(divide="ignore"):  # a zero median: log is -inf, masked by ratio > 0
+                far = np.abs(np.log(np.abs(ratio))) >= math.log(9.0)
+            if ((ratio > 0) & far).any():
                 return True
         others = np.flatnonzero(self._usable & (np.arange(len(self.numeric)) != i))
         q25, q75 = self.quantiles[others, 25], self.quantiles[others, 75]
