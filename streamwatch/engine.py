@@ -67,6 +67,10 @@ class Snapshot:
     labels_seen: int
 
 
+# dead letters by reason, alerts by (model, kind, status), limit hits by limit
+OutputCounters = tuple[Counter[str], Counter[tuple[str, str, str]], Counter[str]]
+
+
 class Engine:
     """All monitors of one worker, plus the counters that are not per model."""
 
@@ -320,6 +324,19 @@ class Engine:
         self.consumed_bytes[source] += sum(len(m.value) for m in messages if m.value)
         for d in dead:
             self.dead_letters[d.reason] += 1
+
+    def counters(self) -> OutputCounters:
+        """Copies of the counters that follow outputs (dead letters, alerts, limit hits)."""
+        with self.lock:
+            return Counter(self.dead_letters), Counter(self.alerts_by_kind), Counter(self.limit_hits)
+
+    def rewind_counters(self, saved: OutputCounters) -> None:
+        """Back to :meth:`counters` taken at the last commit: the batches after it are aborted
+        and will be processed again, so their outputs must not be counted twice."""
+        with self.lock:
+            self.dead_letters = Counter(saved[0])
+            self.alerts_by_kind = Counter(saved[1])
+            self.limit_hits = Counter(saved[2])
 
     def _count_alerts(self, alerts: list[Alert]) -> None:
         for a in alerts:

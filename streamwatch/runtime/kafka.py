@@ -308,6 +308,8 @@ class KafkaWorker:
             preq["transaction.timeout.ms"] = int(st.transaction_timeout_seconds * 1000)
         self.producer = Producer(_layered(settings, pdefaults, preq))
         self._restorer: Consumer | None = None
+        # outputs counted up to the last commit: an abort rewinds the engine's counters here
+        self._counted = engine.counters()
         exporter.health.restore_seconds = st.restore_timeout_seconds
         log.info(
             "worker %s: %s, checkpoints every %.1f s to %s",
@@ -909,6 +911,7 @@ class KafkaWorker:
             self._abort_and_rewind(leaving=leaving or [])
             return False
         now = time.perf_counter()
+        self._counted = self.engine.counters()
         for o in offsets:
             self.committed[(o.topic, o.partition)] = o.offset
         with self.stats.lock:
@@ -1027,6 +1030,7 @@ class KafkaWorker:
                 raise _FatalError("abort failed") from None
             self._txn_open = False
         self._delivery_errors = 0
+        self.engine.rewind_counters(self._counted)
         keep = sorted(self.active - set(leaving or []))
         for p in keep:
             self.engine.drop(p)

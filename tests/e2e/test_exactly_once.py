@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from streamwatch.config import load_config
 from streamwatch.runtime.kafka import ensure_topics
-from tests.conftest import wait_until
+from tests.conftest import http_get, wait_until
 from tests.e2e.conftest import (
     PrivateBroker,
     Proc,
@@ -27,9 +28,11 @@ from tests.e2e.conftest import (
     check_result,
     config,
     expect,
+    final_state,
     make_stream,
     produce,
     progress,
+    read_all,
     wait_done,
 )
 
@@ -80,14 +83,33 @@ def test_crash_at_each_checkpoint_phase(kafka: str, tmp_path: Path, procs: list[
         after = progress(kafka, group, [topics["predictions"], topics["labels"]])
         assert before[0] < after[0] < after[1], f"{phase}: the worker should have committed some, not all"
     # the last run aborts one transaction on purpose, rewinds, and carries on to the end
+    started = time.time()
     procs.append(
         last := Proc(w1, log, {"STREAMWATCH_TEST_CRASH_AT": "abort", "STREAMWATCH_TEST_CRASH_AFTER": "2"})
     )
     last.wait_ready()
     wait_done(kafka, group, [topics["predictions"], topics["labels"]], 60)
+    # its alert counter counts what it committed, not the aborted transaction's alerts again
+    counted = _alerts_counted(last.port)
     assert last.stop() == 0
     assert "aborting the transaction and rewinding" in last.text()
     check_result(stream, cfg)
+    published = [
+        a
+        for a in read_all(kafka, topics["alerts"])
+        if datetime.fromisoformat(a["observed_at"].replace("Z", "+00:00")).timestamp() >= started
+    ]
+    assert counted == len(published), "alerts_total should equal the alerts this worker committed"
+
+
+def _alerts_counted(port: int) -> float:
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith("streamwatch_alerts_total{")
+    )
 
 
 def test_kill_9_at_random_times(kafka: str, tmp_path: Path, procs: list[Proc]) -> None:
@@ -157,8 +179,6 @@ def test_at_least_once_keeps_state_exact(kafka: str, tmp_path: Path, procs: list
     wait_done(kafka, group, [topics["predictions"], topics["labels"]], 60)
     assert last.stop() == 0
     settings = load_config(cfg)
-    from tests.e2e.conftest import final_state, read_all
-
     assert final_state(settings) == stream.counts
     got = {a["alert_id"] for a in read_all(kafka, settings.topics.alerts)}
     assert got == set(stream.alerts), "at least once: every alert, repeats allowed"
