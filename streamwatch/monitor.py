@@ -43,7 +43,7 @@ from streamwatch.columns import FeatureSchema
 from streamwatch.config import DriftSettings, FeatureType, PerformanceSettings, QualitySettings
 from streamwatch.decode import LabelGroup, PredictionGroup
 from streamwatch.detectors.base import Detection
-from streamwatch.detectors.cusum import CUSUM
+from streamwatch.detectors.cusum import CUSUM, CUSUMBank
 from streamwatch.detectors.window import FeatureWindowTests
 from streamwatch.events import format_timestamp
 from streamwatch.history import DriftHistory
@@ -128,6 +128,7 @@ class ModelMonitor:
         self.window: BlockWindow | None = None
         self.tests: FeatureWindowTests | None = None
         self.cusums: list[CUSUM | None] = []  # per numeric feature; None: constant reference
+        self._bank: tuple[IntArray, CUSUMBank] | None = None  # the live CUSUMs, updated together
         # event times of the last window, to date a CUSUM's change start
         self._times = np.zeros(drift.window_size, dtype=np.int64)
         # dev-prod and data-quality checks (model monitor only): from the profile when one is
@@ -287,10 +288,14 @@ class ModelMonitor:
                 score = scores[:, pos]
             else:  # several classes: the confidence, the score of the predicted class
                 score = np.max(np.nan_to_num(scores, nan=-np.inf), axis=1)
-            codes = np.nan_to_num(predicted, nan=-1).astype(np.int64).tolist()
+            codes = np.nan_to_num(predicted, nan=-1).astype(np.int64)
+            # class names and scores (None where missing), looked up for the whole batch at once
+            named = np.array([*names, None], dtype=object)[np.where(codes >= 0, codes, len(names))]
+            valued = score.astype(object)
+            valued[~np.isfinite(score)] = None
             rows = [
-                {"predicted_class": names[c] if c >= 0 else None, "score": s if np.isfinite(s) else None}
-                for c, s in zip(codes, score.tolist(), strict=True)
+                {"predicted_class": c, "score": v}
+                for c, v in zip(named.tolist(), valued.tolist(), strict=True)
             ]
         alerts += self._output("prediction").process(
             PredictionGroup(self.model_id, group.event_ids, group.times_ms, group.versions, rows, [])
@@ -477,7 +482,7 @@ class ModelMonitor:
         self.window = BlockWindow(s.window_size // s.step, s.step, self.bins.total)
         self._make_tests()
         if s.cusum:
-            self.cusums = []
+            self.cusums, self._bank = [], None
             for j in range(numeric.shape[1]):
                 ref = numeric[:, j][np.isfinite(numeric[:, j])]
                 if np.unique(ref).size < 2:  # a constant reference has no scale to detect shifts in
@@ -529,11 +534,18 @@ class ModelMonitor:
     def _cusum_hits(self, numeric: FloatArray, start: int) -> list[tuple[int, int, Detection]]:
         """Every numeric feature's CUSUM over the batch: (row, feature, detection) in row order."""
         hits: list[tuple[int, int, Detection]] = []
-        for j, c in enumerate(self.cusums):
-            if c is None:
-                continue
-            base = c.n_seen  # detector position of this batch's first row
-            hits.extend((start + d.at - base, j, d) for d in c.update(numeric[:, j]))
+        if self._bank is None:
+            live = [j for j, c in enumerate(self.cusums) if c is not None]
+            bank = CUSUMBank([c for c in self.cusums if c is not None])
+            self._bank = (np.asarray(live, dtype=np.int64), bank)
+        live_j, bank = self._bank
+        if not len(live_j):
+            return hits
+        bases = [c.n_seen for c in bank.cusums]  # detector position of this batch's first row
+        for i, found in enumerate(bank.update(numeric[:, live_j])):
+            if found:
+                j, base = int(live_j[i]), bases[i]
+                hits.extend((start + d.at - base, j, d) for d in found)
         hits.sort(key=lambda h: (h[0], h[1]))
         return hits
 
@@ -831,6 +843,7 @@ class ModelMonitor:
             m.window = BlockWindow.from_dict(doc["window"])
             m._make_tests()
             m.cusums = [None if c is None else CUSUM.from_dict(c) for c in doc["cusums"]]
+            m._bank = None
         return m
 
 

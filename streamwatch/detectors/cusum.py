@@ -64,7 +64,9 @@ class CUSUM(Detector):
     rebaseline
         After an alarm, take the next ``warmup`` values as the new reference (river's reset:
         one persistent change gives one alarm). Otherwise keep the reference and restart the
-        statistic at zero, so a persistent change alarms again and again.
+        statistic at zero, so a persistent change alarms again and again. The threshold is
+        calibrated for that choice: the long-run rate of a detector that renews its reference,
+        or the mean rate over references of one that keeps it.
 
     Examples
     --------
@@ -138,7 +140,19 @@ class CUSUM(Detector):
             probs = calibration_key(counts / counts.sum())
             z = tuple(float(f"{v:.6g}") for v in values.tolist())
             n_key = round_down(len(ref))
-            h = discrete_threshold(z, probs, tuple(self.shifts.tolist()), self.direction, self.arl0, n_key)
+            h = (
+                float("nan")  # a fixed threshold needs no calibration
+                if self.fixed_threshold is not None
+                else discrete_threshold(
+                    z,
+                    probs,
+                    tuple(self.shifts.tolist()),
+                    self.direction,
+                    self.arl0,
+                    n_key,
+                    not self.rebaseline,
+                )
+            )
         else:
             self.kind = "normal_scores"
             self._sorted = np.sort(ref)
@@ -146,7 +160,13 @@ class CUSUM(Detector):
             # calibrated for the reference size rounded down (slightly conservative), so that
             # features with a few missing reference values share one calibration
             n_key = round_down(len(ref))
-            h = gaussian_threshold(tuple(self.shifts.tolist()), self.direction, self.arl0, n_key)
+            h = (
+                float("nan")
+                if self.fixed_threshold is not None
+                else gaussian_threshold(
+                    tuple(self.shifts.tolist()), self.direction, self.arl0, n_key, not self.rebaseline
+                )
+            )
         self.threshold = float(self.fixed_threshold) if self.fixed_threshold is not None else h
         self._ref = ref.tolist()
 
@@ -262,3 +282,120 @@ class CUSUM(Detector):
         det.zero_at = np.asarray(d["zero_at"], dtype=np.int64)
         det.n_seen = int(d["n_seen"])
         return det
+
+
+class CUSUMBank:
+    """Several features' CUSUMs updated together: one 2-D pass per batch instead of one per feature.
+
+    The bank holds no state of its own: the statistics, change-start positions and counts stay in
+    the :class:`CUSUM` objects (so their snapshots are unchanged) and are gathered and written back
+    around each batch. It vectorises the members that can be (ready, with a fixed reference, the
+    same bank of shifts and signs, and a batch within one chunk); the others, and a feature's
+    values after an alarm, take the CUSUM's own path, so the results are the same to the bit:
+
+    * standardisation is the same element-wise arithmetic (mid-rank table look-ups, or
+      ``(x - loc) / scale``);
+    * a non-finite value, which a single CUSUM skips, becomes a zero increment: the cumulative sum
+      and its running minimum (so the statistic) are carried through it unchanged, and it is
+      masked out where the last zero of the statistic is located.
+    """
+
+    def __init__(self, cusums: list[CUSUM]) -> None:
+        self.cusums = list(cusums)
+        first = self.cusums[0] if self.cusums else None
+        fast = [
+            i
+            for i, c in enumerate(self.cusums)
+            if first is not None
+            and c.ready
+            and not c.rebaseline
+            and c.signs == first.signs
+            and np.array_equal(c.shifts, first.shifts)
+        ]
+        self.fast = np.asarray(fast, dtype=np.int64)
+        self.slow = [i for i in range(len(self.cusums)) if i not in set(fast)]
+        banked = [self.cusums[i] for i in fast]
+        self._banked = banked
+        self.shifts = first.shifts if first is not None else np.zeros(0)
+        self.signs = list(first.signs) if first is not None else []
+        self.threshold = np.array([c.threshold for c in banked], dtype=np.float64)
+        discrete = np.array([c.kind == "discrete" for c in banked], dtype=bool)
+        self._disc = np.flatnonzero(discrete)
+        self._norm = np.flatnonzero(~discrete)
+        self._loc = np.array([banked[i]._loc for i in self._disc.tolist()], dtype=np.float64)
+        self._scale = np.array([banked[i]._scale for i in self._disc.tolist()], dtype=np.float64)
+        # per normal-score feature its sorted reference; concatenated, each followed by +inf, with
+        # the end of each run of equal values, so one search per feature gives both mid-rank ends
+        self._sorted = [banked[i]._sorted for i in self._norm.tolist()]
+        pad = [np.append(r, np.inf) for r in self._sorted]
+        self._refcat = np.concatenate(pad) if pad else np.zeros(0)
+        self._ref_at = np.cumsum([0] + [len(r) for r in pad[:-1]]).astype(np.int64)
+        ends = [np.append(r.searchsorted(r, "right"), len(r)) for r in self._sorted]
+        self._run_end = np.concatenate(ends).astype(np.int64) if ends else np.zeros(0, np.int64)
+        tables = [banked[i]._table for i in self._norm.tolist()]
+        self._table = np.concatenate(tables) if tables else np.zeros(0)
+        self._table_at = np.cumsum([0] + [len(t) for t in tables[:-1]]).astype(np.int64)
+
+    def update(self, values: FloatArray) -> list[list[Detection]]:
+        """Feed ``values`` (rows, features), column ``j`` to ``cusums[j]``; detections per CUSUM."""
+        out: list[list[Detection]] = [[] for _ in self.cusums]
+        rows = values.shape[0]
+        for i in self.slow:
+            out[i] = self.cusums[i].update(values[:, i])
+        if len(self.fast) == 0 or rows == 0:
+            return out
+        if rows > _CHUNK:  # a single CUSUM would cut the batch into chunks: keep its arithmetic
+            for i in self.fast.tolist():
+                out[i] = self.cusums[i].update(values[:, i])
+            return out
+        banked = self._banked
+        x = values[:, self.fast]
+        finite = np.isfinite(x)
+        z = np.zeros(x.shape)
+        if len(self._disc):
+            xd = x[:, self._disc]
+            z[:, self._disc] = (xd - self._loc) / self._scale
+        if len(self._norm):
+            xn = np.where(finite[:, self._norm], x[:, self._norm], 0.0).T
+            left = np.empty(xn.shape, dtype=np.int64)
+            for r, (ref, col) in enumerate(zip(self._sorted, xn, strict=True)):
+                left[r] = ref.searchsorted(col, "left")
+            # searchsorted "right": the end of the run of values equal to x, if x is in it
+            g = left + self._ref_at[:, None]
+            right = np.where(self._refcat[g] == xn, self._run_end[g], left)
+            z[:, self._norm] = self._table[left + right + self._table_at[:, None]].T
+        # members sign-major, the order of CUSUM.s; (rows, features, members)
+        d = self.shifts
+        inc = np.concatenate([d * (sign * z[:, :, None] - d / 2) for sign in self.signs], axis=2)
+        inc[~finite] = 0.0
+        s0 = np.stack([c.s for c in banked])  # (features, members)
+        zero_at = np.stack([c.zero_at for c in banked])
+        n_seen = np.array([c.n_seen for c in banked], dtype=np.int64)
+        c = np.cumsum(inc, axis=0)
+        low = np.minimum(np.minimum.accumulate(c, axis=0), -s0)
+        s = c - low
+        over = s.max(axis=2) > self.threshold
+        alarmed = over.any(axis=0)
+        at_zero = (c <= low + 1e-12) & finite[:, :, None]
+        touched = at_zero.any(axis=0)
+        last = rows - 1 - np.argmax(at_zero[::-1], axis=0)
+        new_zero = np.where(touched, n_seen[:, None] + last, zero_at)
+        s_end = s[-1]
+        for f, det in enumerate(banked):  # write the state back
+            det.s = s_end[f].copy()
+            det.zero_at = new_zero[f].copy()
+            det.n_seen = int(n_seen[f]) + rows
+        for f in np.flatnonzero(alarmed).tolist():  # rare: from the first alarm on, CUSUM's own path
+            det, base = banked[f], int(n_seen[f])
+            t = int(np.argmax(over[:, f]))
+            hit = at_zero[: t + 1, f]
+            za = np.where(hit.any(axis=0), base + t - np.argmax(hit[::-1], axis=0), zero_at[f])
+            j = int(np.argmax(s[t, f]))
+            at = base + t
+            found = [Detection(at, int(za[j]) + 1, float(s[t, f, j]), det.threshold)]
+            det.s = np.zeros(len(s0[f]))
+            det.zero_at = np.full(len(s0[f]), at, dtype=np.int64)
+            rest = values[t + 1 :, int(self.fast[f])]
+            ok = np.isfinite(rest)
+            out[int(self.fast[f])] = found + det._continue(rest[ok], base + t + 1 + np.flatnonzero(ok))
+        return out

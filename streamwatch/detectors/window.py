@@ -34,11 +34,13 @@ from statistics import NormalDist
 import numpy as np
 import numpy.typing as npt
 
+from streamwatch.detectors.calibration import _disk_cached
 from streamwatch.detectors.psi import EPS
 
 FloatArray = npt.NDArray[np.float64]
 STATISTICS = ("psi", "js", "ks", "wasserstein", "chi2")
 DEFAULT_MIN_EFFECT = {"psi": 0.1, "js": 0.1, "ks": 0.1, "wasserstein": 0.05, "chi2": 0.1}
+WINDOW_NULL_VERSION = 1  # bump when the bootstrap of null_quantile changes
 
 
 def statistic(name: str, reference: npt.ArrayLike, current: npt.ArrayLike) -> FloatArray:
@@ -100,7 +102,24 @@ def null_quantile(
     the tail is extrapolated: the squared distances behave like a scaled chi-square (each is a
     quadratic form of the bin proportions' errors, asymptotically), so a ``c * chi2(nu)`` matched to
     the bootstrap's mean and variance (Satterthwaite) gives the quantile.
+
+    The bootstrap is deterministic in its arguments, so its result is kept in the calibration
+    cache on disk (keyed by all of them) as well as in memory: a new process does not redo it.
     """
+    args = (name, proportions, n_reference, n_window, alpha, draws, seed)
+    key = f"window-v{WINDOW_NULL_VERSION}|" + "|".join(map(repr, args))
+    return _disk_cached(key, lambda: _bootstrap_quantile(*args))
+
+
+def _bootstrap_quantile(
+    name: str,
+    proportions: tuple[float, ...],
+    n_reference: int,
+    n_window: int,
+    alpha: float,
+    draws: int,
+    seed: int,
+) -> float:
     rng = np.random.default_rng(seed)
     p = np.asarray(proportions, dtype=np.float64)
     p = p / p.sum()

@@ -54,6 +54,18 @@ def event_hash(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
+def event_hashes(event_ids: list[str]) -> UIntArray:
+    """:func:`event_hash` of every id, as one array: the digests joined and read as little-endian
+    uint64 (no Python int per id).
+
+    >>> int(event_hashes(["a", "b"])[1]) == event_hash("b")
+    True
+    """
+    b2 = hashlib.blake2b
+    digests = b"".join([b2(i.encode(), digest_size=8).digest() for i in event_ids])
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+
 @dataclass(slots=True)
 class Joined:
     """Predictions matched by a batch of labels: store rows and the labels' values and times."""
@@ -114,10 +126,14 @@ class LabelJoin:
     ) -> list[tuple[int, Any, int]]:
         """Store a batch of predictions; return the early labels they complete as
         ``(slot, label, label time)``. Ids already in the store (duplicates) are skipped."""
-        h = hashes if hashes is not None else np.fromiter(map(event_hash, ids), np.uint64, len(ids))
+        h = hashes if hashes is not None else event_hashes(ids)
         keep = self.in_sample(h)
         index = self.index
-        rows = [i for i in np.flatnonzero(keep).tolist() if ids[i] not in index]
+        kept = np.flatnonzero(keep).tolist()
+        if len(kept) == len(ids) and index.keys().isdisjoint(ids):  # the common case, in C
+            rows = kept
+        else:
+            rows = [i for i in kept if ids[i] not in index]
         if len(rows) != int(keep.sum()):  # drop repeats inside the batch too
             seen: set[str] = set()
             rows = [i for i in rows if not (ids[i] in seen or seen.add(ids[i]))]  # type: ignore[func-returns-value]
@@ -161,7 +177,9 @@ class LabelJoin:
     def _allocate(self, n: int) -> IntArray:
         while len(self.free) < n:
             self._grow()
-        slots = [self.free.pop() for _ in range(n)]
+        free = self.free
+        slots = free[len(free) - n :][::-1]  # what n pops from the end would give, in order
+        del free[len(free) - n :]
         return np.asarray(slots, dtype=np.int64)
 
     def _grow(self) -> None:
@@ -253,7 +271,7 @@ class LabelJoin:
         return Joined(np.asarray(matched, dtype=np.int64), [labels[i] for i in rows], times[r])
 
     def _unmatched(self, ids: list[str], times: IntArray, labels: list[Any]) -> None:
-        h = np.fromiter(map(event_hash, ids), np.uint64, len(ids))
+        h = event_hashes(ids)
         outside = ~self.in_sample(h)
         late = np.zeros(len(ids), dtype=bool)
         for _, hashes in self.expired:
@@ -323,4 +341,4 @@ class LabelJoin:
         return j
 
 
-__all__ = ["OUTCOMES", "Joined", "LabelJoin", "event_hash"]
+__all__ = ["OUTCOMES", "Joined", "LabelJoin", "event_hash", "event_hashes"]

@@ -129,8 +129,17 @@ class SchemaTracker:
         out = np.zeros(len(event_ids), dtype=bool)
         if cap <= 0:
             return out
-        for i, b in enumerate(map(str.encode, event_ids)):
-            h = _crc(b) << 32 | _crc(b[::-1])
+        prints = [_crc(b) << 32 | _crc(b[::-1]) for b in map(str.encode, event_ids)]
+        if len(prints) <= cap and recent.isdisjoint(prints) and len(set(prints)) == len(prints):
+            # no id is a repeat (evictions only remove older ids): the ring takes them all
+            drop = len(ring) + len(prints) - cap
+            if drop > 0:
+                gone = [ring.popleft() for _ in range(drop)]
+                recent.difference_update(gone)
+            ring.extend(prints)
+            recent.update(prints)
+            return out
+        for i, h in enumerate(prints):
             if h in recent:
                 out[i] = True
                 continue

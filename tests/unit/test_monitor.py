@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamwatch.alerts import Alert
 from streamwatch.config import DriftSettings, FeatureType
 from streamwatch.decode import PredictionGroup
 from streamwatch.monitor import ModelMonitor, SnapshotError
@@ -106,7 +107,13 @@ def test_same_alerts_however_batched_and_across_snapshots() -> None:
         if i % 3 == 0:  # restore from a snapshot between batches, during warm-up too
             m = ModelMonitor.restore(m.snapshot())
         pieces += m.process(g)
-    assert whole and pieces == whole
+
+    # the same alerts; their order may differ where a drift alert held for the quality checks
+    # (one root cause, one alert) is released in a later batch than an output alert after it
+    def order(alerts: list[Alert]) -> list[Alert]:
+        return sorted(alerts, key=lambda a: (a.events_seen, a.kind, a.feature or ""))
+
+    assert whole and order(pieces) == order(whole)
     assert m.snapshot() == ModelMonitor.restore(m.snapshot()).snapshot()
 
 
