@@ -7,9 +7,10 @@ appear (capped, so a cardinality bomb cannot exhaust memory: values past the cap
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,31 @@ def _is_number(v: Any) -> bool:
 
 
 _is_number_v = np.frompyfunc(_is_number, 1, 1)
+
+
+def _getter(names: Sequence[str]) -> Callable[[dict[str, Any]], Any] | None:
+    """A row's values of ``names`` in one C call (a tuple, or the value itself for one name)."""
+    return itemgetter(*names) if names else None
+
+
+def _gather(
+    rows: Sequence[dict[str, Any]], names: Sequence[str], get: Callable[[dict[str, Any]], Any] | None
+) -> list[Any]:
+    """Each row's values of ``names`` (a tuple per row, or the value for one name) in one C-level
+    pass; None where a row lacks a name."""
+    if get is None:
+        return []
+    try:
+        return list(map(get, rows))
+    except KeyError:  # some row lacks a feature: the same, key by key
+        if len(names) == 1:
+            return [r.get(names[0]) for r in rows]
+        return [tuple(map(r.get, names)) for r in rows]
+
+
+def _values(gathered: list[Any], width: int) -> Iterable[Any]:
+    """The gathered values one by one."""
+    return gathered if width == 1 else chain.from_iterable(gathered)
 
 
 @dataclass(slots=True)
@@ -50,14 +76,17 @@ class FeatureSchema:
         self.overflowed = 0
         # (feature, row) of the last columns() call where a vocabulary first overflowed
         self.overflow_began: list[tuple[int, int]] = []
+        self._numeric_get = _getter(self.numeric)
+        self._categorical_get = _getter(self.categorical)
 
     OVERFLOW = "__overflow__"
 
     def columns(self, rows: Sequence[dict[str, Any]]) -> Columns:
         n = len(rows)
         names = self.numeric
-        raw = [tuple(map(r.get, names)) for r in rows]
-        if set(map(type, chain.from_iterable(raw))) <= _NUMERIC_TYPES:
+        # C-level passes over the batch: values (a missing key costs a fallback), then their types
+        raw = _gather(rows, names, self._numeric_get)
+        if set(map(type, _values(raw, len(names)))) <= _NUMERIC_TYPES:
             x = np.array(raw, dtype=np.float64).reshape(n, len(names))  # None -> NaN
             invalid = np.zeros(len(names), dtype=np.int64)
         else:  # some value of the wrong type: find it without failing the whole batch
@@ -65,28 +94,35 @@ class FeatureSchema:
             ok = _is_number_v(obj).astype(bool)
             invalid = (~ok & (obj != None)).sum(axis=0).astype(np.int64)  # noqa: E711
             x = np.where(ok, obj, np.nan).astype(np.float64)
-        absent = np.isnan(x).sum(axis=0) - invalid
+        nan = np.isnan(x)
+        absent = nan.sum(axis=0) - invalid
         finite = np.isfinite(x)
-        nonfinite = (~finite & ~np.isnan(x)).sum(axis=0)
-        if nonfinite.any():
+        if finite.all():
+            num_invalid = invalid
+        else:
+            nonfinite = (~finite & ~nan).sum(axis=0)
             x[~finite] = np.nan
-        num_invalid = invalid + nonfinite
+            num_invalid = invalid + nonfinite
 
         self.overflow_began = []
-        codes = np.empty((n, len(self.categorical)), dtype=np.int64)
-        cat_missing = np.zeros(len(self.categorical), dtype=np.int64)
-        cat_invalid = np.zeros(len(self.categorical), dtype=np.int64)
-        for j, name in enumerate(self.categorical):
-            values = [r.get(name) for r in rows]
-            if not set(map(type, values)) <= _CATEGORY_TYPES:
-                # numbers and booleans are accepted as categories by their text, and counted
-                cat_invalid[j] = sum(1 for v in values if v is not None and type(v) is not str)
-                values = [
-                    v if v is None or type(v) is str else str(v).lower() if type(v) is bool else str(v)
-                    for v in values
-                ]
-            codes[:, j] = self._encode(j, values)
-            cat_missing[j] = int((codes[:, j] == MISSING).sum())
+        k = len(self.categorical)
+        codes = np.empty((n, k), dtype=np.int64)
+        cat_missing = np.zeros(k, dtype=np.int64)
+        cat_invalid = np.zeros(k, dtype=np.int64)
+        if k:
+            gathered = _gather(rows, self.categorical, self._categorical_get)
+            by_feature = [gathered] if k == 1 else [list(c) for c in zip(*gathered, strict=True)] or [[]] * k
+            for j in range(k):
+                values = by_feature[j]
+                if not set(map(type, values)) <= _CATEGORY_TYPES:
+                    # numbers and booleans are accepted as categories by their text, and counted
+                    cat_invalid[j] = sum(1 for v in values if v is not None and type(v) is not str)
+                    values = [
+                        v if v is None or type(v) is str else str(v).lower() if type(v) is bool else str(v)
+                        for v in values
+                    ]
+                codes[:, j] = self._encode(j, values)
+                cat_missing[j] = int(np.count_nonzero(codes[:, j] == MISSING))
         return Columns(
             numeric=x,
             categorical=codes,

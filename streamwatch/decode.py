@@ -7,14 +7,17 @@ as much per event; ``tests/unit/test_schemas.py`` holds the three in agreement.
 
 from __future__ import annotations
 
+import gc
 import re
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, repeat
+from operator import attrgetter
 from typing import Any
 
 import orjson
 
-from streamwatch.events import MAX_ID_LENGTH, parse_timestamp
+from streamwatch.events import MAX_EPOCH_MS, MAX_ID_LENGTH, parse_timestamp
 
 
 class Reason:
@@ -298,35 +301,386 @@ def _dead(raw: RawMessage, e: InvalidEventError, model_id: str | None, limits: D
     return DeadLetter(raw, e.reason, e.detail, model_id, limits.payload_limit)
 
 
+# -- the batch path -------------------------------------------------------------------------
+#
+# A batch is parsed with one orjson call per message, then checked field by field over whole
+# columns (one C-level pass per check: ``set(map(type, column))`` and the like) instead of event
+# by event. The column checks are conservative: a row that passes all of them is one the exact
+# per-event checks above accept, with the same values. Rows that fail any column check (and
+# every message that does not parse) go through the exact path, which gives the dead letter and
+# its reason, or accepts the row after all. So the outcome of every message is that of the
+# per-event rules, and the common batch of well-formed events never runs per-event Python.
+
+_NONE = type(None)
+_ID_LENGTHS = frozenset(range(1, MAX_ID_LENGTH + 1))
+_STR_T = frozenset((str,))
+_NONE_T = frozenset((_NONE,))
+_ID_T = frozenset((str, _NONE))
+_DICT_T = frozenset((dict,))
+_INT_T = frozenset((int,))
+_NUMBER_T = frozenset(_NUMBER)
+_SCALAR_T = frozenset(_SCALAR)
+_LABEL_OR_NONE_T = frozenset((*_LABEL, _NONE))
+_NUMBER_OR_NONE_T = frozenset((*_NUMBER, _NONE))
+_SCORES_T = frozenset((dict, _NONE))
+_VALUE = attrgetter("value")
+_FAILED: Any = object()  # a message that did not load: the exact path says why
+
+# RFC 3339 event times already parsed (a bounded cache: producers often repeat a time)
+_TIMES: dict[str, int] = {}
+_TIMES_MAX = 65_536
+
+
+def _event_time(ts: Any, fallback_ms: int | None) -> int:
+    """``_time`` for one value (cached for strings)."""
+    if type(ts) is str:
+        ms = _TIMES.get(ts)
+        if ms is not None:
+            return ms
+        ms = _time({"timestamp": ts}, fallback_ms)
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        _TIMES[ts] = ms
+        return ms
+    return _time({"timestamp": ts}, fallback_ms)
+
+
+def _loaded(messages: Sequence[RawMessage], max_bytes: int | None) -> list[Any]:
+    """Each message parsed, or ``_FAILED`` where it is empty, too large or not JSON."""
+    values = list(map(_VALUE, messages))
+    if all(values) and (max_bytes is None or max(map(len, values)) <= max_bytes):
+        # the cyclic GC would otherwise run a young-generation pass every 700 new dicts (and
+        # promote them for older passes) while the batch is being built: about half the cost of
+        # parsing. Pausing it leaves one pass, over the whole batch, at the next allocation.
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            return list(map(orjson.loads, values))
+        except orjson.JSONDecodeError:
+            pass
+        finally:
+            if paused:
+                gc.enable()
+    out: list[Any] = []
+    for v in values:
+        if not v or (max_bytes is not None and len(v) > max_bytes):
+            out.append(_FAILED)
+            continue
+        try:
+            out.append(orjson.loads(v))
+        except orjson.JSONDecodeError:
+            out.append(_FAILED)
+    return out
+
+
+def _fields(events: list[Any], names: tuple[str, ...]) -> tuple[list[Any], ...]:
+    """Columns of ``names`` over ``events`` (dicts; other rows give None)."""
+    if _DICT_T.issuperset(map(type, events)):
+        get = dict.get
+        return tuple(list(map(get, events, repeat(name))) for name in names)
+    return tuple([ev.get(name) if type(ev) is dict else None for ev in events] for name in names)
+
+
+def _flag_identifiers(col: list[Any], suspect: set[int], optional: bool = False) -> None:
+    """Rows of ``col`` that are not an identifier (nor None, when ``optional``)."""
+    types = set(map(type, col))
+    if types <= _STR_T:
+        if _ID_LENGTHS.issuperset(map(len, col)):
+            return
+    elif optional and types <= _NONE_T:
+        return
+    for i, v in enumerate(col):
+        if type(v) is str:
+            if not 0 < len(v) <= MAX_ID_LENGTH:
+                suspect.add(i)
+        elif not (optional and v is None):
+            suspect.add(i)
+
+
+def _times(col: list[Any], messages: Sequence[RawMessage], suspect: set[int]) -> list[int]:
+    """Event times of the rows (0 where a row is suspect)."""
+    types = set(map(type, col))
+    if types <= _INT_T and col and min(col) >= 0 and max(col) <= MAX_EPOCH_MS:
+        return col
+    if types <= _STR_T:
+        cached = list(map(_TIMES.get, col))
+        if None not in cached:
+            return cached  # type: ignore[return-value]
+    out: list[int] = []
+    for i, ts in enumerate(col):
+        try:
+            out.append(_event_time(ts, messages[i].timestamp_ms))
+        except InvalidEventError:
+            suspect.add(i)
+            out.append(0)
+    return out
+
+
+def _flag_features(col: list[Any], max_features: int | None, suspect: set[int]) -> None:
+    """Rows whose features are not an object of at most ``max_features`` scalar values."""
+    if (
+        _DICT_T.issuperset(map(type, col))
+        and (max_features is None or not col or max(map(len, col)) <= max_features)
+        and _SCALAR_T.issuperset(map(type, chain.from_iterable(map(dict.values, col))))
+    ):
+        return
+    for i, f in enumerate(col):
+        if (
+            type(f) is not dict
+            or (max_features is not None and len(f) > max_features)
+            or not _SCALAR_T.issuperset(map(type, f.values()))
+        ):
+            suspect.add(i)
+
+
+def _flag_predictions(col: list[Any], suspect: set[int]) -> None:
+    """Rows whose prediction is not an object with a valid label, scores or value."""
+    if _DICT_T.issuperset(map(type, col)):
+        labels, scores, values = _fields(col, ("label", "scores", "value"))
+        if (
+            _LABEL_OR_NONE_T.issuperset(map(type, labels))
+            and _NUMBER_OR_NONE_T.issuperset(map(type, values))
+            and _SCORES_T.issuperset(map(type, scores))
+        ):
+            given = [s for s in scores if s is not None]
+            empty = None in labels and any(
+                lb is None and s is None and v is None
+                for lb, s, v in zip(labels, scores, values, strict=True)
+            )
+            if not empty and _NUMBER_T.issuperset(map(type, chain.from_iterable(map(dict.values, given)))):
+                return
+    for i, p in enumerate(col):
+        try:
+            _check_prediction(p)
+        except InvalidEventError:
+            suspect.add(i)
+
+
+def _flag_models(col: list[Any], models: Container[str], suspect: set[int]) -> None:
+    """Rows whose (valid) model id is not configured."""
+    try:
+        distinct = set(col)
+    except TypeError:  # an id that is a list or an object: flagged already
+        distinct = {m for m in col if type(m) is str}
+    unknown = {m for m in distinct if type(m) is str and m not in models}
+    if unknown:
+        suspect.update(i for i, m in enumerate(col) if type(m) is str and m in unknown)
+
+
+def _exact_prediction(
+    raw: RawMessage, ev: Any, models: Container[str], limits: DecodeLimits
+) -> tuple[Any, ...] | DeadLetter:
+    """One message by the per-event rules: its fields, or its dead letter."""
+    model_id = None
+    try:
+        if ev is _FAILED:
+            ev = _load(raw, limits.max_message_bytes)
+        elif type(ev) is not dict:
+            raise InvalidEventError(
+                Reason.NOT_AN_OBJECT, f"event must be a JSON object, got {type(ev).__name__}"
+            )
+        event_id = _identifier(ev, "event_id")
+        model_id = _identifier(ev, "model_id")
+        version = _optional_identifier(ev, "model_version")
+        t = _event_time(ev.get("timestamp"), raw.timestamp_ms)
+        features = _check_features(ev.get("features"), limits.max_features)
+        prediction = _check_prediction(ev.get("prediction"))
+        _configured(model_id, models)
+    except InvalidEventError as e:
+        return _dead(raw, e, model_id, limits)
+    return event_id, model_id, version, t, features, prediction
+
+
+def _exact_label(
+    raw: RawMessage, ev: Any, models: Container[str], limits: DecodeLimits
+) -> tuple[Any, ...] | DeadLetter:
+    model_id = None
+    try:
+        if ev is _FAILED:
+            ev = _load(raw, limits.max_message_bytes)
+        elif type(ev) is not dict:
+            raise InvalidEventError(
+                Reason.NOT_AN_OBJECT, f"event must be a JSON object, got {type(ev).__name__}"
+            )
+        event_id = _identifier(ev, "event_id")
+        model_id = _identifier(ev, "model_id")
+        t = _event_time(ev.get("timestamp"), raw.timestamp_ms)
+        label, value = ev.get("label"), ev.get("value")
+        if (label is None) == (value is None):
+            raise InvalidEventError(
+                Reason.INVALID_FIELD, "a label event carries exactly one of label and value"
+            )
+        if label is not None and type(label) not in _LABEL:
+            raise InvalidEventError(Reason.INVALID_FIELD, "label must be a string, number or boolean")
+        if value is not None and type(value) not in _NUMBER:
+            raise InvalidEventError(Reason.INVALID_FIELD, "value must be a number")
+        _configured(model_id, models)
+    except InvalidEventError as e:
+        return _dead(raw, e, model_id, limits)
+    return event_id, model_id, t, label if label is not None else value
+
+
+def _settle(
+    columns: tuple[list[Any], ...],
+    suspect: set[int],
+    exact: Callable[[int], tuple[Any, ...] | DeadLetter],
+) -> tuple[list[DeadLetter], set[int]]:
+    """Run the suspect rows through the exact path: dead letters in arrival order, and the rows
+    dropped; accepted rows get the exact path's values in ``columns``."""
+    dead: list[DeadLetter] = []
+    dropped: set[int] = set()
+    for i in sorted(suspect):
+        r = exact(i)
+        if isinstance(r, DeadLetter):
+            dead.append(r)
+            dropped.add(i)
+        else:
+            for col, v in zip(columns, r, strict=True):
+                col[i] = v
+    return dead, dropped
+
+
+def _rows_by_model(model_ids: list[str], dropped: set[int]) -> dict[str, list[int]] | None:
+    """Row indices per model in order of first appearance; None when every row is kept and
+    belongs to one model (the batch is the group)."""
+    if not dropped and len(set(model_ids)) == 1:
+        return None
+    rows: dict[str, list[int]] = {}
+    for i, m in enumerate(model_ids):
+        if i not in dropped:
+            r = rows.get(m)
+            if r is None:
+                rows[m] = [i]
+            else:
+                r.append(i)
+    return rows
+
+
+def _take(col: list[Any], rows: list[int]) -> list[Any]:
+    return list(map(col.__getitem__, rows))
+
+
+def _prediction_columns(
+    messages: Sequence[RawMessage], events: list[Any], models: Container[str], limits: DecodeLimits
+) -> tuple[tuple[list[Any], ...], set[int]]:
+    """The fields of a chunk of predictions as columns, and the rows a column check flags."""
+    suspect = (
+        set()
+        if _DICT_T.issuperset(map(type, events))
+        else {i for i, ev in enumerate(events) if ev is _FAILED or type(ev) is not dict}
+    )
+    ids, model_ids, versions, stamps, features, predictions = _fields(
+        events, ("event_id", "model_id", "model_version", "timestamp", "features", "prediction")
+    )
+    _flag_identifiers(ids, suspect)
+    _flag_identifiers(model_ids, suspect)
+    _flag_identifiers(versions, suspect, optional=True)
+    times = _times(stamps, messages, suspect)
+    _flag_features(features, limits.max_features, suspect)
+    _flag_predictions(predictions, suspect)
+    _flag_models(model_ids, models, suspect)
+    return (ids, model_ids, versions, times, features, predictions), suspect
+
+
+def _label_columns(
+    messages: Sequence[RawMessage], events: list[Any], models: Container[str], limits: DecodeLimits
+) -> tuple[tuple[list[Any], ...], set[int]]:
+    """The fields of a chunk of labels as columns (the target: label or value), and the rows a
+    column check flags."""
+    suspect = (
+        set()
+        if _DICT_T.issuperset(map(type, events))
+        else {i for i, ev in enumerate(events) if ev is _FAILED or type(ev) is not dict}
+    )
+    ids, model_ids, stamps, labels, values = _fields(
+        events, ("event_id", "model_id", "timestamp", "label", "value")
+    )
+    _flag_identifiers(ids, suspect)
+    _flag_identifiers(model_ids, suspect)
+    times = _times(stamps, messages, suspect)
+    label_types, value_types = set(map(type, labels)), set(map(type, values))
+    if label_types <= _LABEL_OR_NONE_T - _NONE_T and value_types <= _NONE_T:
+        targets = labels
+    elif value_types <= _NUMBER_T and label_types <= _NONE_T:
+        targets = values
+    else:
+        targets = []
+        for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+            if label is not None and value is None and type(label) in _LABEL:
+                targets.append(label)
+            elif label is None and value is not None and type(value) in _NUMBER:
+                targets.append(value)
+            else:
+                suspect.add(i)
+                targets.append(None)
+    _flag_models(model_ids, models, suspect)
+    return (ids, model_ids, times, targets), suspect
+
+
+# events checked together: a chunk's parsed events stay in the CPU cache across its column
+# passes (a whole batch of 2000 events, ~6 MB of objects, does not)
+_CHUNK = 128
+
+
+def _columns(
+    messages: Sequence[RawMessage],
+    models: Container[str],
+    limits: DecodeLimits,
+    check: Callable[
+        [Sequence[RawMessage], list[Any], Container[str], DecodeLimits],
+        tuple[tuple[list[Any], ...], set[int]],
+    ],
+) -> tuple[list[Any], tuple[list[Any], ...], set[int]]:
+    """Parse and check ``messages`` chunk by chunk: the events, their columns and the suspects."""
+    if len(messages) <= _CHUNK:
+        events = _loaded(messages, limits.max_message_bytes)
+        return events, *check(messages, events, models, limits)
+    events = []
+    columns: tuple[list[Any], ...] = ()
+    suspect: set[int] = set()
+    for lo in range(0, len(messages), _CHUNK):
+        part = messages[lo : lo + _CHUNK]
+        chunk = _loaded(part, limits.max_message_bytes)
+        cols, flagged = check(part, chunk, models, limits)
+        events += chunk
+        if columns:
+            for col, more in zip(columns, cols, strict=True):
+                col.extend(more)
+        else:
+            columns = cols
+        suspect.update(i + lo for i in flagged)
+    return events, columns, suspect
+
+
 def decode_predictions(
     messages: Sequence[RawMessage], models: Container[str], limits: DecodeLimits = _UNBOUNDED
 ) -> tuple[dict[str, PredictionGroup], list[DeadLetter]]:
     """Decode a batch of prediction messages, grouped by model in arrival order."""
-    groups: dict[str, PredictionGroup] = {}
-    dead: list[DeadLetter] = []
-    for raw in messages:
-        model_id = None
-        try:
-            ev = _load(raw, limits.max_message_bytes)
-            event_id = _identifier(ev, "event_id")
-            model_id = _identifier(ev, "model_id")
-            version = _optional_identifier(ev, "model_version")
-            t = _time(ev, raw.timestamp_ms)
-            features = _check_features(ev.get("features"), limits.max_features)
-            prediction = _check_prediction(ev.get("prediction"))
-            _configured(model_id, models)
-        except InvalidEventError as e:
-            dead.append(_dead(raw, e, model_id, limits))
-            continue
-        g = groups.get(model_id)
-        if g is None:
-            g = groups[model_id] = PredictionGroup(model_id)
-        g.event_ids.append(event_id)
-        g.times_ms.append(t)
-        g.versions.append(version)
-        g.features.append(features)
-        g.predictions.append(prediction)
-        g.raws.append(raw)
+    if not messages:
+        return {}, []
+    events, columns, suspect = _columns(messages, models, limits, _prediction_columns)
+    ids, model_ids, versions, times, features, predictions = columns
+    dead, dropped = _settle(
+        columns, suspect, lambda i: _exact_prediction(messages[i], events[i], models, limits)
+    )
+    by_model = _rows_by_model(model_ids, dropped)
+    if by_model is None:
+        m = model_ids[0]
+        return {m: PredictionGroup(m, ids, times, versions, features, predictions, list(messages))}, dead
+    raws = list(messages)
+    groups = {
+        m: PredictionGroup(
+            m,
+            _take(ids, rows),
+            _take(times, rows),
+            _take(versions, rows),
+            _take(features, rows),
+            _take(predictions, rows),
+            _take(raws, rows),
+        )
+        for m, rows in by_model.items()
+    }
     return groups, dead
 
 
@@ -334,33 +688,18 @@ def decode_labels(
     messages: Sequence[RawMessage], models: Container[str], limits: DecodeLimits = _UNBOUNDED
 ) -> tuple[dict[str, LabelGroup], list[DeadLetter]]:
     """Decode a batch of label messages, grouped by model in arrival order."""
-    groups: dict[str, LabelGroup] = {}
-    dead: list[DeadLetter] = []
-    for raw in messages:
-        model_id = None
-        try:
-            ev = _load(raw, limits.max_message_bytes)
-            event_id = _identifier(ev, "event_id")
-            model_id = _identifier(ev, "model_id")
-            t = _time(ev, raw.timestamp_ms)
-            label, value = ev.get("label"), ev.get("value")
-            if (label is None) == (value is None):
-                raise InvalidEventError(
-                    Reason.INVALID_FIELD, "a label event carries exactly one of label and value"
-                )
-            if label is not None and type(label) not in _LABEL:
-                raise InvalidEventError(Reason.INVALID_FIELD, "label must be a string, number or boolean")
-            if value is not None and type(value) not in _NUMBER:
-                raise InvalidEventError(Reason.INVALID_FIELD, "value must be a number")
-            _configured(model_id, models)
-        except InvalidEventError as e:
-            dead.append(_dead(raw, e, model_id, limits))
-            continue
-        g = groups.get(model_id)
-        if g is None:
-            g = groups[model_id] = LabelGroup(model_id)
-        g.event_ids.append(event_id)
-        g.times_ms.append(t)
-        g.labels.append(label if label is not None else value)
-        g.raws.append(raw)
+    if not messages:
+        return {}, []
+    events, columns, suspect = _columns(messages, models, limits, _label_columns)
+    ids, model_ids, times, targets = columns
+    dead, dropped = _settle(columns, suspect, lambda i: _exact_label(messages[i], events[i], models, limits))
+    by_model = _rows_by_model(model_ids, dropped)
+    if by_model is None:
+        m = model_ids[0]
+        return {m: LabelGroup(m, ids, times, targets, list(messages))}, dead
+    raws = list(messages)
+    groups = {
+        m: LabelGroup(m, _take(ids, rows), _take(times, rows), _take(targets, rows), _take(raws, rows))
+        for m, rows in by_model.items()
+    }
     return groups, dead
