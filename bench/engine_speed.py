@@ -31,9 +31,11 @@ from streamwatch.decode import RawMessage
 from streamwatch.engine import Engine
 
 
-def batches(gen: Generator, batch: int) -> list[tuple[list[RawMessage], list[RawMessage]]]:
+def batches(
+    gen: Generator, batch: int, t0_ms: int = 1_790_000_000_000
+) -> list[tuple[list[RawMessage], list[RawMessage]]]:
     """(predictions, labels due by the batch's last prediction time) per batch, 1 ms apart."""
-    t0 = 1_790_000_000_000
+    t0 = t0_ms
     due: list[tuple[int, bytes]] = []
     out = []
     for lo in range(0, gen.n, batch):

@@ -57,6 +57,20 @@ def test_false_alarm_rate_matches_the_configured_arl0(make, direction: str) -> N
     assert 0.85 * expected <= alarms <= 1.15 * expected, (alarms, expected)
 
 
+@pytest.mark.parametrize(("make", "direction"), [(_gauss, "both"), (_bern, "up")])
+def test_a_fixed_reference_holds_the_configured_rate_on_average(make, direction: str) -> None:  # type: ignore[no-untyped-def]
+    # The monitor's CUSUMs keep their reference (rebaseline=False): each reference has its own
+    # rate, and the calibration targets their mean. Before it did, a 0/1 stream ran at 2.8x.
+    arl0, alarms, monitored = 2_000.0, 0, 0
+    for seed in range(150):
+        x = make(seed, n=11_000, at=11_000)
+        det = CUSUM(min_shift=0.5, direction=direction, arl0=arl0, reference=x[:1000], rebaseline=False)
+        alarms += len(det.update(x[1000:]))
+        monitored += 10_000
+    expected = monitored / arl0
+    assert 0.85 * expected <= alarms <= 1.15 * expected, (alarms, expected)
+
+
 def test_one_alarm_per_persistent_change_with_rebaseline() -> None:
     x = _gauss(3, n=12_000, at=4000)
     assert len([d for d in CUSUM(arl0=100_000).update(x) if d.at >= 4000]) == 1
