@@ -72,7 +72,8 @@ def _with_instance(cfg: Path, instance: str) -> Path:
 
 
 def test_crash_at_each_checkpoint_phase(kafka: str, tmp_path: Path, procs: list[Proc]) -> None:
-    stream, cfg, topics, group = _setup(tmp_path, kafka, 6, 4000)
+    # checkpoints often enough that each life reaches its crash before the input runs out
+    stream, cfg, topics, group = _setup(tmp_path, kafka, 6, 4000, checkpoint_interval_seconds=0.1)
     w1 = _with_instance(cfg, "w1")
     log = tmp_path / "worker.log"
     for phase in ("before_offsets", "after_offsets", "after_commit"):
@@ -168,7 +169,9 @@ def test_scale_out_and_in(kafka: str, tmp_path: Path, procs: list[Proc]) -> None
 
 
 def test_at_least_once_keeps_state_exact(kafka: str, tmp_path: Path, procs: list[Proc]) -> None:
-    stream, cfg, topics, group = _setup(tmp_path, kafka, 4, 3000, mode="at_least_once")
+    stream, cfg, topics, group = _setup(
+        tmp_path, kafka, 4, 3000, mode="at_least_once", checkpoint_interval_seconds=0.1
+    )
     w1 = _with_instance(cfg, "w1")
     log = tmp_path / "worker.log"
     p = Proc(w1, log, {"STREAMWATCH_TEST_CRASH_AT": "after_offsets", "STREAMWATCH_TEST_CRASH_AFTER": "5"})
