@@ -468,18 +468,22 @@ def _flag_models(col: list[Any], models: Container[str], suspect: set[int]) -> N
         suspect.update(i for i, m in enumerate(col) if type(m) is str and m in unknown)
 
 
+def _event_object(raw: RawMessage, ev: Any, limits: DecodeLimits) -> Any:
+    """The message's object: parsed again when the batch parse failed (for the precise reason)."""
+    if ev is _FAILED:
+        return _load(raw, limits.max_message_bytes)
+    if type(ev) is not dict:
+        raise InvalidEventError(Reason.NOT_AN_OBJECT, f"event must be a JSON object, got {type(ev).__name__}")
+    return ev
+
+
 def _exact_prediction(
     raw: RawMessage, ev: Any, models: Container[str], limits: DecodeLimits
 ) -> tuple[Any, ...] | DeadLetter:
     """One message by the per-event rules: its fields, or its dead letter."""
     model_id = None
     try:
-        if ev is _FAILED:
-            ev = _load(raw, limits.max_message_bytes)
-        elif type(ev) is not dict:
-            raise InvalidEventError(
-                Reason.NOT_AN_OBJECT, f"event must be a JSON object, got {type(ev).__name__}"
-            )
+        ev = _event_object(raw, ev, limits)
         event_id = _identifier(ev, "event_id")
         model_id = _identifier(ev, "model_id")
         version = _optional_identifier(ev, "model_version")
@@ -497,12 +501,7 @@ def _exact_label(
 ) -> tuple[Any, ...] | DeadLetter:
     model_id = None
     try:
-        if ev is _FAILED:
-            ev = _load(raw, limits.max_message_bytes)
-        elif type(ev) is not dict:
-            raise InvalidEventError(
-                Reason.NOT_AN_OBJECT, f"event must be a JSON object, got {type(ev).__name__}"
-            )
+        ev = _event_object(raw, ev, limits)
         event_id = _identifier(ev, "event_id")
         model_id = _identifier(ev, "model_id")
         t = _event_time(ev.get("timestamp"), raw.timestamp_ms)
