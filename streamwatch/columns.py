@@ -130,6 +130,33 @@ class FeatureSchema:
             invalid=np.concatenate([num_invalid, cat_invalid]).astype(np.int64),
         )
 
+    def columns_of(
+        self, numeric: npt.NDArray[np.float64], categorical: Sequence[list[str | None]]
+    ) -> Columns:
+        """:meth:`columns` of values already split by feature: ``numeric`` is ``(n, n_numeric)``
+        (NaN counts as missing and ±inf as invalid, as null and non-finite values of an event
+        do), ``categorical`` one list of strings or None per categorical feature.
+
+        The output monitors' path: their values come from arrays, so building event dicts only
+        to take them apart again is skipped.
+
+        >>> s = FeatureSchema({"score": FeatureType.NUMERIC, "cls": FeatureType.CATEGORICAL})
+        >>> c = s.columns_of(np.array([[0.5], [np.nan], [np.inf]]), [["a", None, "a"]])
+        >>> c.categorical.ravel().tolist(), c.missing.tolist(), c.invalid.tolist()
+        ([0, -1, 0], [1, 1], [1, 0])
+        """
+        n = len(numeric)
+        finite = np.isfinite(numeric)
+        nan = np.isnan(numeric)
+        x = numeric if finite.all() else np.where(finite, numeric, np.nan)
+        self.overflow_began = []
+        codes = np.empty((n, len(self.categorical)), dtype=np.int64)
+        for j, values in enumerate(categorical):
+            codes[:, j] = self._encode(j, values)
+        missing = np.concatenate([nan.sum(axis=0), (codes == MISSING).sum(axis=0)])
+        invalid = np.concatenate([(~finite & ~nan).sum(axis=0), np.zeros(len(categorical))])
+        return Columns(x, codes, missing.astype(np.int64), invalid.astype(np.int64))
+
     def _encode(self, j: int, values: list[Any]) -> npt.NDArray[np.int64]:
         vocab = self.vocabularies[j]  # holds None -> MISSING, so lookups need no branch
         if len(vocab) <= self.max_vocabulary or self.OVERFLOW not in vocab:

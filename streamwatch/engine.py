@@ -13,9 +13,11 @@ replay has one monitor per model.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -47,6 +49,25 @@ LIMITS = {
 _FULL = 1 << 32  # the label store's sampling threshold while it keeps every id
 
 G = TypeVar("G", PredictionGroup, LabelGroup)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic GC off while a batch is processed.
+
+    A batch allocates tens of thousands of acyclic containers (the decoded events) that die
+    together when it ends; with the collector on, young-generation passes traverse and promote
+    them every 700 allocations, about a tenth of the engine's time. Freed by reference counting
+    before the collector resumes, they never add to its count.
+    """
+    on = gc.isenabled()
+    if on:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if on:
+            gc.enable()
 
 
 @dataclass(slots=True)
@@ -124,10 +145,12 @@ class Engine:
         return [(p, ms[model_id]) for p, ms in sorted(self.owned.items()) if model_id in ms]
 
     def process_predictions(self, messages: Sequence[RawMessage], source: str = "predictions") -> BatchResult:
-        return self._process(messages, source, decode_predictions, ModelMonitor.process)
+        with _collector_paused():  # the batch's objects are gone when _process returns
+            return self._process(messages, source, decode_predictions, ModelMonitor.process)
 
     def process_labels(self, messages: Sequence[RawMessage], source: str = "labels") -> BatchResult:
-        return self._process(messages, source, decode_labels, ModelMonitor.process_labels)
+        with _collector_paused():
+            return self._process(messages, source, decode_labels, ModelMonitor.process_labels)
 
     def _process(
         self,

@@ -39,7 +39,7 @@ import numpy.typing as npt
 import orjson
 
 from streamwatch.alerts import Alert
-from streamwatch.columns import FeatureSchema
+from streamwatch.columns import Columns, FeatureSchema
 from streamwatch.config import DriftSettings, FeatureType, PerformanceSettings, QualitySettings
 from streamwatch.decode import LabelGroup, PredictionGroup
 from streamwatch.detectors.base import Detection
@@ -276,9 +276,9 @@ class ModelMonitor:
         alerts = [
             replace(a, events_seen=tracker.joined_total, model_version=group.versions[-1]) for a in alerts
         ]
-        rows: list[dict[str, Any]]
+        out = self._output("prediction")
         if tracker.task == "regression":
-            rows = [{"prediction": v} for v in predicted.tolist()]
+            cols = out.schema.columns_of(predicted.reshape(-1, 1), [])
         else:
             names = tracker.class_names
             pos = tracker.positive
@@ -289,26 +289,25 @@ class ModelMonitor:
             else:  # several classes: the confidence, the score of the predicted class
                 score = np.max(np.nan_to_num(scores, nan=-np.inf), axis=1)
             codes = np.nan_to_num(predicted, nan=-1).astype(np.int64)
-            # class names and scores (None where missing), looked up for the whole batch at once
+            # class names (None where missing), looked up for the whole batch at once
             named = np.array([*names, None], dtype=object)[np.where(codes >= 0, codes, len(names))]
-            valued = score.astype(object)
-            valued[~np.isfinite(score)] = None
-            rows = [
-                {"predicted_class": c, "score": v}
-                for c, v in zip(named.tolist(), valued.tolist(), strict=True)
-            ]
-        alerts += self._output("prediction").process(
-            PredictionGroup(self.model_id, group.event_ids, group.times_ms, group.versions, rows, [])
+            # a missing or non-finite score is a missing value, as None was in the event rows
+            score = np.where(np.isfinite(score), score, np.nan)
+            cols = out.schema.columns_of(score.reshape(-1, 1), [named.tolist()])
+        alerts += out.process(
+            PredictionGroup(self.model_id, group.event_ids, group.times_ms, group.versions, [], []), cols
         )
         return alerts
 
-    def process(self, group: PredictionGroup) -> list[Alert]:
+    def process(self, group: PredictionGroup, columns: Columns | None = None) -> list[Alert]:
+        """Monitor a batch of events; ``columns``, when given, are its values already in columns
+        (the output monitors'), and ``group.features`` is not read."""
         n = len(group)
         if n == 0:
             return []
         if self._pending_profiles is not None:
             self._choose_profile(group.versions[0])
-        cols = self.schema.columns(group.features)
+        cols = columns if columns is not None else self.schema.columns(group.features)
         times = np.asarray(group.times_ms, dtype=np.int64)
         self.missing += cols.missing
         self.invalid += cols.invalid
