@@ -64,8 +64,12 @@ class Alert:
         }
 
 
+# wide enough for every kind (prediction_drift, resource_limit, ...), so columns line up
+_KIND_WIDTH = 16
+
+
 def describe(alert_event: dict[str, Any]) -> str:
-    """One readable line for a terminal."""
+    """One readable line for a terminal (the kind padded so that alerts line up)."""
     where = (
         f"{alert_event['model_id']}/{alert_event['feature']}"
         if alert_event.get("feature")
@@ -74,7 +78,7 @@ def describe(alert_event: dict[str, Any]) -> str:
     began = alert_event.get("change_started_at")
     if alert_event["kind"] == "resource_limit":  # a count against a setting, not a statistic
         return (
-            f"[{alert_event['status'].upper():8}] {alert_event['kind']:<12} {where:<28} "
+            f"[{alert_event['status'].upper():8}] {alert_event['kind']:<{_KIND_WIDTH}} {where:<28} "
             f"{alert_event['detector']} {alert_event['statistic']:.0f} "
             f"> limit {alert_event['threshold']:.0f} "
             f"({alert_event['details'].get('setting', '')}) detected {alert_event['detected_at']}"
@@ -82,11 +86,11 @@ def describe(alert_event: dict[str, Any]) -> str:
     if alert_event["kind"] == "state_corrupt":  # a skipped state record, not a statistic
         d = alert_event["details"]
         return (
-            f"[{alert_event['status'].upper():8}] {alert_event['kind']:<12} {where:<28} "
+            f"[{alert_event['status'].upper():8}] {alert_event['kind']:<{_KIND_WIDTH}} {where:<28} "
             f"{d.get('reason')} at {d.get('topic')}[{d.get('partition')}]@{d.get('offset')}: state skipped"
         )
     return (
-        f"[{alert_event['status'].upper():8}] {alert_event['kind']:<12} {where:<28} "
+        f"[{alert_event['status'].upper():8}] {alert_event['kind']:<{_KIND_WIDTH}} {where:<28} "
         f"{alert_event['detector']}={alert_event['statistic']:.3f} "
         f"(threshold {alert_event['threshold']:.3f}) "
         f"detected {alert_event['detected_at']}" + (f", began ~{began}" if began else "")
