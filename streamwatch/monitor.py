@@ -56,6 +56,7 @@ from streamwatch.sketches import BlockWindow, ReferenceBins
 
 SNAPSHOT_FORMAT = "streamwatch.model-monitor"
 SNAPSHOT_VERSION = 4  # 4: quality watch, withheld and held drift alerts
+READABLE_VERSIONS = (4,)  # the versions this build restores (a newer one may read older ones)
 # the kind of alert each monitor raises, and how its messages name what drifted
 OUTPUT_UNITS = 4  # budget units of the prediction (2), label (1) and concept-drift (1) detectors
 SUBJECTS = {"data_drift": "Feature", "prediction_drift": "Prediction", "label_drift": "Label"}
@@ -773,12 +774,12 @@ class ModelMonitor:
         if (
             not isinstance(doc, dict)
             or doc.get("format") != SNAPSHOT_FORMAT
-            or doc.get("version") != SNAPSHOT_VERSION
+            or doc.get("version") not in READABLE_VERSIONS
         ):
             got = (doc.get("format"), doc.get("version")) if isinstance(doc, dict) else None
             raise SnapshotError(
                 f"unsupported snapshot {got!r}; "
-                f"this build reads {SNAPSHOT_FORMAT!r} version {SNAPSHOT_VERSION}"
+                f"this build reads {SNAPSHOT_FORMAT!r} versions {', '.join(map(str, READABLE_VERSIONS))}"
             )
         try:
             return cls._from_doc(doc)
