@@ -110,6 +110,18 @@ class QualityFinding:
         return f"{name} turned constant at {self.observed:.6g}{when} ({self.n} values in a row)"
 
 
+def missing_null_rate(ref: QualityReference, tolerance: float = 0.01) -> FloatArray:
+    """Missing rate each feature is tested against: the reference's (Laplace-smoothed) plus ``tolerance``."""
+    p0: FloatArray = np.asarray((ref.missing_rate * ref.count + 1) / (ref.count + 2) + tolerance)
+    return p0
+
+
+def range_null_rate(ref: QualityReference, tolerance: float = 0.005) -> FloatArray:
+    """Out-of-range rate each feature is tested against: ``2 / (m + 1)`` plus ``tolerance``."""
+    p0: FloatArray = np.asarray(2.0 / (ref.count + 1.0) + tolerance, dtype=np.float64)
+    return p0
+
+
 def missing_check(
     x: FloatArray, ref: QualityReference, *, alpha: float = 1e-6, tolerance: float = 0.01
 ) -> list[QualityFinding]:
@@ -125,25 +137,38 @@ def missing_check(
     >>> [(f.feature, f.count) for f in missing_check(x, ref)]
     [(0, 200)]
     """
-    n = x.shape[0]
-    k = np.isnan(x).sum(axis=0)
-    p0 = (ref.missing_rate * ref.count + 1) / (ref.count + 2) + tolerance
-    pv = binomial_tail_bound(k, n, p0)
+    return missing_findings(np.isnan(x).sum(axis=0), x.shape[0], ref, alpha=alpha, tolerance=tolerance)
+
+
+def missing_findings(
+    missing: IntArray, n: int, ref: QualityReference, *, alpha: float = 1e-6, tolerance: float = 0.01
+) -> list[QualityFinding]:
+    """:func:`missing_check` from the per-feature counts of missing values among ``n`` events.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = QualityReference(np.array([1000]), np.array([0.0]), np.zeros(1), np.ones(1), np.zeros(1))
+    >>> [(f.feature, f.observed) for f in missing_findings(np.array([100]), 500, ref)]
+    [(0, 0.2)]
+    """
+    p0 = missing_null_rate(ref, tolerance)
+    pv = binomial_tail_bound(missing, n, p0)
     out = []
     for j in np.flatnonzero(pv < alpha):
         out.append(
             QualityFinding(
                 "missing",
                 int(j),
-                float(k[j] / n),
+                float(missing[j] / n),
                 float(ref.missing_rate[j]),
-                int(k[j]),
+                int(missing[j]),
                 n,
                 float(pv[j]),
                 {
-                    "missing": int(k[j]),
+                    "missing": int(missing[j]),
                     "n": n,
-                    "rate": float(k[j] / n),
+                    "rate": float(missing[j] / n),
                     "reference_rate": float(ref.missing_rate[j]),
                     "p_value_bound": float(pv[j]),
                 },
@@ -168,7 +193,23 @@ def range_check(
     n = finite.sum(axis=0)
     with np.errstate(invalid="ignore"):
         outside = (finite & ((x < ref.minimum) | (x > ref.maximum))).sum(axis=0)
-    p0 = 2.0 / (ref.count + 1.0) + tolerance
+    return range_findings(outside, n, ref, alpha=alpha, tolerance=tolerance)
+
+
+def range_findings(
+    outside: IntArray, n: IntArray, ref: QualityReference, *, alpha: float = 1e-6, tolerance: float = 0.005
+) -> list[QualityFinding]:
+    """:func:`range_check` from the per-feature counts of finite values (``n``) and of those
+    outside the reference range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = QualityReference(np.array([1000]), np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1))
+    >>> [f.count for f in range_findings(np.array([50]), np.array([100]), ref)]
+    [50]
+    """
+    p0 = range_null_rate(ref, tolerance)
     pv = binomial_tail_bound(outside, n, p0)
     out = []
     for j in np.flatnonzero((pv < alpha) & np.isfinite(ref.minimum)):
@@ -213,6 +254,27 @@ def constant_check(
     n = finite.sum(axis=0)
     lo = np.where(finite, x, np.inf).min(axis=0)
     hi = np.where(finite, x, -np.inf).max(axis=0)
+    return constant_findings(n, lo, hi, ref, alpha=alpha, min_values=min_values)
+
+
+def constant_findings(
+    n: IntArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    ref: QualityReference,
+    *,
+    alpha: float = 1e-6,
+    min_values: int = 20,
+) -> list[QualityFinding]:
+    """:func:`constant_check` from the per-feature count, smallest and largest of the finite values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = QualityReference(np.array([1000]), np.zeros(1), np.zeros(1), np.ones(1), np.array([0.01]))
+    >>> [f.observed for f in constant_findings(np.array([50]), np.array([2.0]), np.array([2.0]), ref)]
+    [2.0]
+    """
     share = np.clip(np.nan_to_num(ref.mode_share, nan=1.0), 0.0, 1.0)
     with np.errstate(divide="ignore"):
         log_p = n * np.log(share)

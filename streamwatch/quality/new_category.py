@@ -161,8 +161,9 @@ class NewCategoryTracker:
             else:
                 self.overflow += c
 
-    def tail_floor(self) -> int:
-        """Count a new value needs when the reference has a long tail (singletons), else 0.
+    def tail_floor(self, total: int | None = None) -> int:
+        """Count a new value needs when the reference has a long tail (singletons), else 0;
+        ``total``: the window's non-null values (default: those counted so far).
 
         A value the reference sample of ``m`` missed has a probability of a few ``1/m`` at most
         (one at ``5/m`` is missed with chance ``e^-5``), so in a window of ``n`` its count is
@@ -175,9 +176,10 @@ class NewCategoryTracker:
         >>> t.tail_floor()
         8
         """
-        if not self.reference_singletons or not self.reference_count or not self.total:
+        total = self.total if total is None else total
+        if not self.reference_singletons or not self.reference_count or not total:
             return 0
-        lam = 5.0 * self.total / self.reference_count
+        lam = 5.0 * total / self.reference_count
         c, term = 0, math.exp(-lam)
         tail = 1.0 - term  # P(X > c)
         while tail > self.alpha and c < 10_000:
@@ -186,10 +188,22 @@ class NewCategoryTracker:
             tail -= term
         return c + 1
 
+    def floor(self, total: int | None = None) -> float:
+        """Count a new value needs to matter among ``total`` non-null values (default: those
+        counted so far); fewer new values in all cannot raise anything (see :meth:`result`).
+
+        Examples
+        --------
+        >>> NewCategoryTracker(["a"], min_count=3, min_share=0.01).floor(1000)
+        10.0
+        """
+        total = self.total if total is None else total
+        return max(self.min_count, self.min_share * total, self.tail_floor(total))
+
     def result(self) -> NewCategoryResult:
         """What the window holds now."""
         new_count = sum(self.counts.values()) + self.overflow
-        floor = max(self.min_count, self.min_share * self.total, self.tail_floor())
+        floor = self.floor()
         ordered = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
         matters = {v: c for v, c in ordered if c >= floor}
         distinct = len(self.counts) + (1 if self.overflow else 0)

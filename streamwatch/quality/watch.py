@@ -2,10 +2,18 @@
 
 :class:`~streamwatch.monitor.ModelMonitor` owns one. It is built from a reference - the model's
 profile (:func:`QualityWatch.from_profile`) or its warm-up events (:func:`QualityWatch.from_sample`)
-- and fed every batch's columns (:meth:`QualityWatch.update`). It keeps the last ``window_size``
-events in ring buffers and, every ``step`` events (counted on the model's event index, so
-results do not depend on batch boundaries), runs the checks of :mod:`streamwatch.quality` on
-that window, all vectorised over features:
+- and fed every batch's columns (:meth:`QualityWatch.update`). Every ``step`` events (counted on
+the model's event index, so results do not depend on batch boundaries) it runs the checks of
+:mod:`streamwatch.quality` on the last ``window_size`` events, all vectorised over features.
+
+Each event is summarised once, into the chunk of ``step`` events it falls in
+(:mod:`streamwatch.quality.chunks`: counts, extremes and reference cells of all features and
+all chunks of a batch at once); a window is the sum of its chunks. From the window sums of a
+whole batch, gates say where a check could find something (never closed where it would); only
+there do the exact checks run, on the sums and, for what sums cannot give, on the window's raw
+rows (kept in ring buffers): the KS tests and fits of swaps and unit changes, new categories by
+name, the change start of a new finding. Alerts are those of checking every window in full.
+The checks:
 
 - ``column_swap``: :func:`~streamwatch.quality.column_swap.detect_column_swap` over the numeric
   features (one alert per cycle of the permutation);
@@ -36,7 +44,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import numpy as np
@@ -50,10 +58,13 @@ from streamwatch.profile import canonical_value
 from streamwatch.quality.checks import (
     QualityReference,
     binomial_tail_bound,
-    constant_check,
-    missing_check,
-    range_check,
+    constant_findings,
+    missing_findings,
+    missing_null_rate,
+    range_findings,
+    range_null_rate,
 )
+from streamwatch.quality.chunks import Chunks, Layout, Rows, SketchCells, Windows, summarise
 from streamwatch.quality.column_swap import ColumnSwapResult, detect_column_swap
 from streamwatch.quality.ks import ks_distance, ks_threshold
 from streamwatch.quality.new_category import NewCategoryTracker
@@ -74,6 +85,11 @@ EXPLAINING = ("unit_change", "column_swap")
 # and drift has its own alert; sentinels, broken sensors and unit changes put far more there
 RANGE_TOLERANCE = 0.05
 MIN_TAIL = 100  # events after the estimated change start a swap or unit fit needs
+MIN_CONSTANT = 20  # finite values a window needs before it can be called constant
+# the summaries' gates must never close where an exact check would find something: p-values
+# and thresholds computed over all windows of a batch at once may differ from the exact ones
+# in the last bits, so the gates are this much looser
+SLACK = 1e-6
 
 
 def invalid_rows(
@@ -176,6 +192,54 @@ def _safe(v: Any) -> Any:
     return v
 
 
+RowsOf = Callable[[], Rows]  # the raw rows of an evaluation window, read on demand
+Scores = Callable[[], FloatArray]  # a finding's per-row scores, computed on demand
+
+
+# per-row scores of each kind of finding (indicator minus its reference rate), read from the
+# window's raw rows: bound with partial() and computed only when a finding opens a condition
+
+
+def _scores(flags: npt.ArrayLike, offset: float = 0.0) -> FloatArray:
+    out: FloatArray = np.asarray(flags, dtype=np.float64) - offset
+    return out
+
+
+def _null_scores(rows: RowsOf, j: int, offset: float) -> FloatArray:
+    return _scores(rows().null()[:, j], offset)
+
+
+def _absent_scores(rows: RowsOf, j: int, offset: float) -> FloatArray:
+    return _scores(rows().absent[:, j], offset)
+
+
+def _invalid_scores(rows: RowsOf, j: int, offset: float) -> FloatArray:
+    return _scores(rows().bad[:, j], offset)
+
+
+def _outside_scores(rows: RowsOf, j: int, lo: float, hi: float, offset: float) -> FloatArray:
+    x = rows().x[:, j]
+    with np.errstate(invalid="ignore"):
+        return _scores((x < lo) | (x > hi), offset)
+
+
+def _equal_scores(rows: RowsOf, j: int, value: float, offset: float) -> FloatArray:
+    return _scores(rows().x[:, j] == value, offset)
+
+
+def _unknown_scores(rows: RowsOf) -> FloatArray:
+    return _scores(rows().unknown)
+
+
+def _dup_scores(rows: RowsOf) -> FloatArray:
+    return _scores(rows().dup)
+
+
+def _given(z: FloatArray) -> FloatArray:
+    """Scores already at hand (swaps, unit changes and new categories compute them anyway)."""
+    return z
+
+
 @dataclass(slots=True)
 class _Finding:
     key: str
@@ -187,9 +251,50 @@ class _Finding:
     severity: str
     message: Callable[[str], str]  # since (formatted time) -> sentence
     details: dict[str, Any]
-    z: FloatArray  # per-row scores for the change start
+    z: Scores  # per-row scores for the change start (only a new condition needs them)
     hold: bool = False  # fire only after a whole window, and only if nothing explains it
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    """One evaluation window's counts: the sums of its chunks' (see :class:`~.chunks.Layout`)."""
+
+    missing: IntArray  # (k + c,) null values
+    bad: IntArray  # (k + c,) invalid values
+    absent: IntArray  # (k + c,) absent keys
+    finite: IntArray  # (k,)
+    outside: IntArray  # (k,) finite values outside the reference range
+    new: IntArray  # (c,) values the reference never saw
+    dup: int  # events with a duplicate id
+    unknown: int  # events with unknown fields
+    lo: FloatArray  # (k,) smallest finite value (inf: none)
+    hi: FloatArray  # (k,) largest finite value (-inf: none)
+
+    @classmethod
+    def of(cls, windows: Windows, t: int, layout: Layout) -> _Summary:
+        c = windows.counts[t]
+        return cls(
+            c[layout.missing], c[layout.bad], c[layout.absent], c[layout.finite], c[layout.outside],
+            c[layout.new], int(c[layout.dup]), int(c[layout.unknown]), windows.lo[t], windows.hi[t],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Gates:
+    """Per window of a batch: may the check groups find anything? Computed from the summaries
+    of all the batch's windows at once and never false where the exact check would find
+    something, so the exact checks run only where a gate is open."""
+
+    drift: BoolArray  # some numeric feature may be clearly unlike its reference (swap, unit)
+    new: BoolArray  # enough values the reference never saw (new categories)
+    quality: BoolArray  # missing, invalid, out of range or constant
+    schema: BoolArray  # unknown fields or duplicate ids
+
+    @property
+    def open(self) -> BoolArray:
+        out: BoolArray = self.drift | self.new | self.quality | self.schema
+        return out
 
 
 class QualityWatch:
@@ -239,7 +344,6 @@ class QualityWatch:
         self.singletons = [int(n) for n in singletons]
         # ring buffers of the last window, indexed by model event index modulo the window
         self.x = np.full((w, k), np.nan)
-        self.u = np.full((w, k), np.nan)  # reference CDF of each x, computed once per event
         self.codes = np.full((w, c), -1, dtype=np.int64)
         self.bad = np.zeros((w, k + c), dtype=bool)
         self.times = np.zeros(w, dtype=np.int64)
@@ -250,6 +354,11 @@ class QualityWatch:
         self.has_unknown = np.zeros(w, dtype=bool)
         blocks = w // settings.step
         self.unknown_blocks: list[Counter[str]] = [Counter() for _ in range(blocks)]
+        # summaries of the chunks of step events, by chunk id (model event index // step) modulo
+        # the window's blocks; derived from the rings (not part of the snapshot)
+        self._layout = Layout.of(k, c)
+        self._chunks = Chunks.empty(blocks, self._layout)
+        self._chunks_stale = False  # a restored snapshot: rebuilt from the rings at the next update
         self.reference_version: str | None = None  # the model_version whose profile is the reference
         self.position = int(start_index)  # model event index of the next row
         self.filled = 0
@@ -294,6 +403,18 @@ class QualityWatch:
         ]
         self._values: list[list[str]] = [[] for _ in self.categorical]  # value of each code
         self._is_new: list[BoolArray] = [np.zeros(0, dtype=bool) for _ in self.categorical]
+        # what the gates of the summaries compare with (see _gates)
+        self._cells = SketchCells(self._q_safe)  # the KS bound's cells of each numeric feature
+        self._p0_missing = missing_null_rate(self._missing_ref)
+        self._p0_invalid = (self.invalid_rate * self.rows + 1) / (self.rows + 2) + INVALID_TOLERANCE
+        self._p0_range = range_null_rate(self._qref, RANGE_TOLERANCE)
+        self._has_range = np.isfinite(self.minimum)
+        with np.errstate(divide="ignore"):
+            self._log_mode_share = np.log(np.clip(np.nan_to_num(self.mode_share, nan=1.0), 0.0, 1.0))
+        never = np.iinfo(np.int64).max
+        self._min_new = np.array([never if t is None else t.min_count for t in self._trackers], np.int64)
+        self._floors: dict[tuple[int, int], float] = {}  # (feature, non-null values) -> tracker floor
+        self._ks_t = math.sqrt(-math.log(s.alpha / 2.0) / 2.0)  # ks_threshold's, vectorised in _gates
 
     # -- construction ---------------------------------------------------------------------
 
@@ -444,51 +565,104 @@ class QualityWatch:
         """Feed consecutive events (model event index ``first_index`` on); alerts they cause.
 
         ``schema`` is the events' :class:`~streamwatch.quality.schema.SchemaScan` (duplicate ids,
-        absent and unknown fields); without it the events count as clean for the schema checks."""
+        absent and unknown fields); without it the events count as clean for the schema checks.
+        The chunks the events complete are summarised at once; each ends a window, evaluated
+        when full."""
         n = len(times)
         if n == 0:
             return []
-        self.position = int(first_index)
+        first = self.position = int(first_index)
         self._extend_codes(codes, vocabulary)
-        w, step = self.settings.window_size, self.settings.step
-        u = batch_cdf(self._q_safe, x)
+        if self._chunks_stale:
+            self._chunks = self._summarise(self._ring(), len(self._chunks))
+            self._chunks_stale = False
+        batch = self._batch(x, codes, bad, times, schema, first)
+        unknown = self._unknown_by_block(schema, first, n)
+        step = self.settings.step
+        done = (first % step + n) // step  # chunks the batch completes
+        new: Chunks | None = None
         alerts: list[Alert] = []
-        i = 0
-        while i < n:
-            take = min(n - i, step - self.position % step)
-            idx = (self.position + np.arange(take)) % w
-            self.x[idx] = x[i : i + take]
-            self.u[idx] = u[i : i + take]
-            self.codes[idx] = codes[i : i + take]
-            self.bad[idx] = False if bad is None else bad[i : i + take]
-            self.times[idx] = times[i : i + take]
-            self._add_schema(schema, i, take, idx)
-            self.position += take
-            self.filled = min(w, self.filled + take)
-            i += take
-            if self.position % step == 0 and self.filled >= w:
-                alerts += self._evaluate(int(times[i - 1]), versions[i - 1])
+        if done:
+            start = first - first % step  # the first of them began before the batch
+            new = self._summarise(batch if start == first else self._ring(start, first).then(batch), done)
+            alerts = self._evaluate_chunks(new, batch, versions, unknown)
+        self._store(batch, unknown, new)
         return alerts
 
-    def _add_schema(self, schema: SchemaScan | None, i: int, take: int, idx: IntArray) -> None:
-        """Schema rows ``i`` to ``i + take`` of the batch into the rings (one step block at most)."""
-        step = self.settings.step
-        block = (self.position // step) % len(self.unknown_blocks)
-        if self.position % step == 0:
-            self.unknown_blocks[block] = Counter()
-        self.has_unknown[idx] = False
-        if schema is None:
-            self.dup[idx] = False
-            self.absent[idx] = False
-            return
-        self.dup[idx] = schema.duplicate[i : i + take]
-        self.absent[idx] = False if schema.absent is None else schema.absent[i : i + take]
-        counts = self.unknown_blocks[block]
-        cap = self.settings.unknown_fields_max_tracked
-        for row, names in schema.unknown:
-            if i <= row < i + take:
-                self.has_unknown[(self.position + row - i) % len(self.has_unknown)] = True
-                count_capped(counts, names, cap)
+    def _batch(
+        self,
+        x: FloatArray,
+        codes: IntArray,
+        bad: BoolArray | None,
+        times: IntArray,
+        schema: SchemaScan | None,
+        first: int,
+    ) -> Rows:
+        """The batch's columns as :class:`Rows` (clean where ``bad`` or ``schema`` say nothing)."""
+        n, f = len(times), len(self.names)
+        unknown = np.zeros(n, dtype=bool)
+        if schema is not None and schema.unknown:
+            unknown[[row for row, _ in schema.unknown]] = True
+        absent = None if schema is None else schema.absent
+        return Rows(
+            first,
+            x,
+            codes,
+            np.zeros((n, f), dtype=bool) if bad is None else bad,
+            np.zeros((n, f), dtype=bool) if absent is None else absent,
+            np.zeros(n, dtype=bool) if schema is None else schema.duplicate,
+            unknown,
+            np.asarray(times, dtype=np.int64),
+        )
+
+    def _ring(self, first: int | None = None, stop: int | None = None) -> Rows:
+        """The ring buffers' events of model event indices ``first`` to ``stop`` (exclusive; they
+        must be among the last ``window_size``); without bounds, the rings in slot order."""
+        if first is None or stop is None:
+            return Rows(0, self.x, self.codes, self.bad, self.absent, self.dup, self.has_unknown, self.times)
+        idx = np.arange(first, stop) % self.settings.window_size
+        return Rows(
+            first, self.x[idx], self.codes[idx], self.bad[idx], self.absent[idx], self.dup[idx],
+            self.has_unknown[idx], self.times[idx],
+        )  # fmt: skip
+
+    def _summarise(self, rows: Rows, chunks: int) -> Chunks:
+        return summarise(
+            rows, chunks, self.settings.step, cells=self._cells, minimum=self.minimum,
+            maximum=self.maximum, new_values=self._is_new,
+        )  # fmt: skip
+
+    def _unknown_by_block(self, schema: SchemaScan | None, first: int, n: int) -> dict[int, Counter[str]]:
+        """Unknown field names counted per step block (id: model event index // step) for every
+        block the batch's events fall in; a block begun before the batch continues its count."""
+        step, cap = self.settings.step, self.settings.unknown_fields_max_tracked
+        lo, hi = first // step, (first + n - 1) // step
+        out: dict[int, Counter[str]] = {b: Counter() for b in range(lo, hi + 1)}
+        if first % step:
+            out[lo] = Counter(self.unknown_blocks[lo % len(self.unknown_blocks)])
+        for row, names in [] if schema is None else schema.unknown:
+            count_capped(out[(first + row) // step], names, cap)
+        return out
+
+    def _store(self, batch: Rows, unknown: dict[int, Counter[str]], new: Chunks | None) -> None:
+        """Keep the batch's last ``window_size`` events, its blocks' unknown-field counts and its
+        chunks' summaries in the rings."""
+        w, step = self.settings.window_size, self.settings.step
+        blocks = w // step
+        stop = batch.start + len(batch)
+        keep = min(len(batch), w)
+        idx = (stop - keep + np.arange(keep)) % w
+        tail = batch.span(stop - keep, stop)
+        self.x[idx], self.codes[idx], self.bad[idx] = tail.x, tail.codes, tail.bad
+        self.absent[idx], self.times[idx] = tail.absent, tail.times
+        self.dup[idx], self.has_unknown[idx] = tail.dup, tail.unknown
+        for b in sorted(unknown)[-blocks:]:
+            self.unknown_blocks[b % blocks] = unknown[b]
+        if new is not None:
+            last = len(new) - min(len(new), blocks) + np.arange(min(len(new), blocks))
+            self._chunks.put((batch.start // step + last) % blocks, new.take(last))
+        self.position = stop
+        self.filled = min(w, self.filled + len(batch))
 
     def _extend_codes(self, codes: IntArray, vocabulary: Callable[[int], list[str]]) -> None:
         """Cache each category code's value and whether the reference knows it."""
@@ -505,44 +679,142 @@ class QualityWatch:
             self._values[j] = list(values)
             self._is_new[j] = np.array(new, dtype=bool)
 
-    def _window(self) -> tuple[FloatArray, IntArray, BoolArray, IntArray]:
-        w = self.settings.window_size
-        order = (self.position - w + np.arange(w)) % w
-        return self.x[order], self.codes[order], self.bad[order], self.times[order]
+    def _evaluate_chunks(
+        self, new: Chunks, batch: Rows, versions: Sequence[str | None], unknown: dict[int, Counter[str]]
+    ) -> list[Alert]:
+        """Evaluate the window ending with each chunk of ``new`` (completed by ``batch``) once it
+        is full: all windows' summaries and gates at once, the exact checks where a gate opens
+        (and the lifecycle wherever a condition is open)."""
+        w, step = self.settings.window_size, self.settings.step
+        blocks, first = w // step, batch.start
+        c0 = first // step  # id of the first chunk completed
+        ends = (c0 + 1 + np.arange(len(new))) * step
+        full = np.minimum(w, self.filled + ends - first) >= w
+        if not full.any():
+            return []
+        prior = self._chunks.take(np.arange(c0 - blocks + 1, c0) % blocks)
+        windows = prior.then(new).windows(blocks)
+        gates = self._gates(windows)
+        due = gates.open
+        history = cache(lambda: self._ring(first - w, first).then(batch))
 
-    def _window_cdf(self) -> FloatArray:
-        w = self.settings.window_size
-        u: FloatArray = self.u[(self.position - w + np.arange(w)) % w]
-        return u
+        def window(end: int) -> RowsOf:
+            return cache(lambda: history().span(end - w, end))
 
-    def _evaluate(self, t_ms: int, version: str | None) -> list[Alert]:
-        x, codes, bad, times = self._window()
-        w = self.settings.window_size
-        order = (self.position - w + np.arange(w)) % w
-        absent = self.absent[order]
-        findings = (
-            self._swaps_and_units(x)
-            + self._new_categories(codes)
-            + self._quality(x, codes, bad, absent)
-            + self._schema(self.dup[order], self.has_unknown[order])
+        alerts: list[Alert] = []
+        for t in np.flatnonzero(full).tolist():
+            if not due[t] and not self.conditions:
+                continue
+            end = int(ends[t])
+            self.position = end
+            rows = window(end)
+            counts = [
+                unknown[b] if b in unknown else self.unknown_blocks[b % blocks]
+                for b in range(end // step - blocks, end // step)
+            ]
+            summary = _Summary.of(windows, t, self._layout)
+            findings = self._findings(summary, gates, t, rows, counts)
+            row = end - first - 1
+            alerts += self._lifecycle(findings, rows, int(batch.times[row]), versions[row])
+        return alerts
+
+    def _gates(self, windows: Windows) -> _Gates:
+        """Which checks may find something in each window (see :class:`_Gates`), from the
+        summaries alone: the p-values of the quality checks (a little loose: ``SLACK``), the
+        KS bound of the drift screen, the counts of new values, unknown fields and duplicates."""
+        s, lay, w = self.settings, self._layout, self.settings.window_size
+        c = windows.counts
+        finite = c[:, lay.finite]
+        with np.errstate(invalid="ignore"):
+            log_p = finite * self._log_mode_share
+        constant = (finite >= MIN_CONSTANT) & (windows.lo == windows.hi) & (log_p < math.log(s.alpha) + SLACK)
+        quality = (
+            self._rare(c[:, lay.missing], w, self._p0_missing)
+            | self._rare(c[:, lay.bad], w, self._p0_invalid)
+            | self._rare(c[:, lay.outside], finite, self._p0_range, self._has_range)
+            | constant.any(axis=1)
         )
-        return self._lifecycle(findings, times, t_ms, version)
+        new = self._new_gate(c)
+        unknown = c[:, lay.unknown] > s.unknown_field_min_share * w
+        schema = unknown | (c[:, lay.dup] > s.duplicate_min_share * w)
+        return _Gates(self._drift_gate(windows), new, quality, schema)
 
-    def _swaps_and_units(self, x: FloatArray) -> list[_Finding]:
+    def _rare(
+        self, k: IntArray, n: IntArray | int, p0: FloatArray, tested: BoolArray | None = None
+    ) -> BoolArray:
+        """Windows where some feature's count ``k`` of ``n`` may be rare at rate ``p0`` (binomial
+        tail bound below ``alpha``, a little loose: ``SLACK``). The bound is 1 up to ``n p0``,
+        so clean windows (counts below) skip it."""
+        over = k > n * p0 if tested is None else (k > n * p0) & tested
+        if not over.any():
+            return np.zeros(len(k), dtype=bool)
+        rare = over & (binomial_tail_bound(k, n, p0) < self.settings.alpha * (1.0 + SLACK))
+        return np.asarray(rare.any(axis=1))
+
+    def _new_gate(self, counts: IntArray) -> BoolArray:
+        """Windows where some categorical feature has as many values the reference never saw as
+        one new value needs to matter (:meth:`NewCategoryTracker.floor`); with fewer, none can."""
+        lay, k, w = self._layout, len(self.numeric), self.settings.window_size
+        new = counts[:, lay.new]
+        out = np.zeros(len(counts), dtype=bool)
+        for e, j in zip(*np.nonzero(new >= self._min_new), strict=True):  # rare: past min_count
+            total = w - int(counts[e, lay.missing][k + j])
+            if (j, total) not in self._floors:
+                tracker = self._trackers[j]
+                assert tracker is not None
+                self._floors[j, total] = tracker.floor(total)
+            out[e] |= bool(new[e, j] >= self._floors[j, total])
+        return out
+
+    def _drift_gate(self, windows: Windows) -> BoolArray:
+        """Windows where a candidate numeric feature may have drifted in the sense of
+        :meth:`_swaps_and_units` (exact KS distance above its threshold): an upper bound on that
+        distance from the window's cell counts is - the coarse bound for all features and
+        windows, the fine one (:meth:`SketchCells.ks_bound`) where the coarse one is too loose."""
+        n = windows.counts[:, self._layout.finite]
+        m = self.counts
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n_eff = n * m / (n + m)
+        threshold = self._ks_t / np.sqrt(np.maximum(n_eff, 1.0)) + 0.5 / (POINTS - 1)
+        candidate = self._usable & (n >= MIN_TAIL)
+        e, j = np.nonzero(candidate & (self._cells.coarse_bound(windows.coarse) + SLACK > threshold))
+        out = np.zeros(len(n), dtype=bool)
+        if len(e):
+            fine = self._cells.ks_bound(windows.fine(e, j), j)
+            out[e[fine + SLACK > threshold[e, j]]] = True
+        return out
+
+    def _findings(
+        self, summary: _Summary, gates: _Gates, t: int, rows: RowsOf, unknown: list[Counter[str]]
+    ) -> list[_Finding]:
+        """What the checks whose gates are open find in window ``t``."""
+        out: list[_Finding] = []
+        if gates.drift[t]:
+            out += self._swaps_and_units(rows().x, summary.finite)
+        if gates.new[t]:
+            out += self._new_categories(rows().codes, summary.new)
+        if gates.quality[t]:
+            out += self._quality(summary, rows)
+        if gates.schema[t]:
+            out += self._schema(summary, unknown, rows)
+        return out
+
+    def _swaps_and_units(self, x: FloatArray, finite: IntArray) -> list[_Finding]:
         """Column swaps and unit changes among the numeric features that drifted in the window.
 
         Screen: a feature is a candidate when the whole window is clearly unlike its reference
         (KS above the ``alpha`` threshold; clean data stops here). The permutation and the
         conversion are then fitted on the window's tail since the estimated change start (at
         least ``MIN_TAIL`` events), so a window still holding pre-change events neither hides
-        nor distorts them (a factor estimated over a mixed window is biased).
+        nor distorts them (a factor estimated over a mixed window is biased). ``x``: the
+        window's values; ``finite``: each feature's count of finite values among them.
         """
         k, alpha, w = len(self.numeric), self.settings.alpha, len(x)
-        cand = self._usable & (np.isfinite(x).sum(axis=0) >= MIN_TAIL)
+        cand = self._usable & (finite >= MIN_TAIL)
         if k == 0 or not cand.any():
             return []
         # screen all features at once (vectorised), confirm the few that pass exactly
-        u = np.where(cand[None, :], self._window_cdf(), np.nan)
+        u = np.where(cand[None, :], batch_cdf(self._q_safe, x), np.nan)
         screen = batch_ks(u)
         drifted = np.zeros(k, dtype=bool)
         for i in np.flatnonzero(cand).tolist():
@@ -586,7 +858,7 @@ class QualityWatch:
                         "critical",
                         partial(sub.message, self.numeric),
                         sub.details(self.numeric),
-                        sum((pits[i] for i in cyc), np.zeros((w, 2))),
+                        partial(_given, sum((pits[i] for i in cyc), np.zeros((w, 2)))),
                     )
                 )
         for i in np.flatnonzero(drifted).tolist():
@@ -613,7 +885,7 @@ class QualityWatch:
                     "critical",
                     partial(r.message, self.numeric),
                     dict(r.evidence),
-                    pits[i],
+                    partial(_given, pits[i]),
                 )
             )
         return out
@@ -631,10 +903,13 @@ class QualityWatch:
                 return True
         return False
 
-    def _new_categories(self, codes: IntArray) -> list[_Finding]:
+    def _new_categories(self, codes: IntArray, new_counts: IntArray) -> list[_Finding]:
+        """New values of each categorical feature in the window (``codes``); ``new_counts``: the
+        window's values the reference never saw, per feature (fewer than ``min_count``: none
+        can matter)."""
         out: list[_Finding] = []
         for j, tracker in enumerate(self._trackers):
-            if tracker is None:
+            if tracker is None or new_counts[j] < tracker.min_count:
                 continue
             cj = codes[:, j]
             present = cj[cj >= 0]
@@ -652,7 +927,7 @@ class QualityWatch:
             if not r.detected:
                 continue
             name = self.categorical[j]
-            floor = max(tracker.min_count, tracker.min_share * r.total, tracker.tail_floor())
+            floor = tracker.floor()
             rows_new = np.zeros(len(cj), dtype=bool)
             rows_new[cj >= 0] = is_new[np.clip(cj[cj >= 0], 0, len(is_new) - 1)]
             out.append(
@@ -666,30 +941,40 @@ class QualityWatch:
                     "critical" if r.exploded else "warning",
                     partial(r.message, name),
                     dict(r.evidence),
-                    rows_new.astype(np.float64),
+                    partial(_given, rows_new.astype(np.float64)),
                 )
             )
         return out
 
-    def _quality(self, x: FloatArray, codes: IntArray, bad: BoolArray, absent: BoolArray) -> list[_Finding]:
-        k, alpha, w = len(self.numeric), self.settings.alpha, self.settings.window_size
-        missing = np.concatenate([np.isnan(x) & ~bad[:, :k], codes < 0], axis=1)
+    def _quality(self, s: _Summary, rows: RowsOf) -> list[_Finding]:
+        """Missing (null or absent), invalid, out-of-range and constant features of the window."""
+        missing, gone = self._missing(s, rows)
+        return missing + self._invalid(s, rows) + self._range_and_constant(s, rows, gone)
+
+    def _missing(self, s: _Summary, rows: RowsOf) -> tuple[list[_Finding], set[int]]:
+        """Features missing too often, and those missing from every event of the window."""
         out: list[_Finding] = []
         gone = set()
-        for f in missing_check(np.where(missing, np.nan, 0.0), self._missing_ref, alpha=alpha):
+        w = self.settings.window_size
+        for f in missing_findings(s.missing, w, self._missing_ref, alpha=self.settings.alpha):
             name = self.names[f.feature]
             if f.count == f.n:
                 gone.add(f.feature)
-            n_absent = int(absent[:, f.feature].sum())
+            n_absent = int(s.absent[f.feature])
             if 2 * n_absent >= f.count:  # mostly absent keys, not nulls: a schema problem
-                out.append(self._missing_field(f, name, n_absent, absent[:, f.feature] - f.expected))
+                z = partial(_absent_scores, rows, f.feature, f.expected)
+                out.append(self._missing_field(f, name, n_absent, z))
             else:
-                out.append(self._dq(f, name, missing[:, f.feature] - f.expected))
-        # invalid values (wrong type, not finite): kept as events, counted per feature
-        kb = bad.sum(axis=0)
-        p0 = (self.invalid_rate * self.rows + 1) / (self.rows + 2) + INVALID_TOLERANCE
+                out.append(self._dq(f, name, partial(_null_scores, rows, f.feature, f.expected)))
+        return out, gone
+
+    def _invalid(self, s: _Summary, rows: RowsOf) -> list[_Finding]:
+        """Invalid values (wrong type, not finite): kept as events, counted per feature."""
+        k, w = len(self.numeric), self.settings.window_size
+        kb, p0 = s.bad, self._p0_invalid
         pv = binomial_tail_bound(kb, w, p0)
-        for g in np.flatnonzero(pv < alpha).tolist():
+        out: list[_Finding] = []
+        for g in np.flatnonzero(pv < self.settings.alpha).tolist():
             name, rate, ref = self.names[g], float(kb[g] / w), float(self.invalid_rate[g])
             kind = "numeric" if g < k else "categorical"
             out.append(
@@ -710,26 +995,28 @@ class QualityWatch:
                         "p_value_bound": float(pv[g]),
                         "check": "invalid",
                     },
-                    bad[:, g].astype(np.float64) - ref,
+                    partial(_invalid_scores, rows, g, ref),
                 )
             )
-        if k:
-            for f in range_check(x, self._qref, alpha=alpha, tolerance=RANGE_TOLERANCE):
-                if f.feature in gone:
-                    continue
-                with np.errstate(invalid="ignore"):
-                    outside = (x[:, f.feature] < self.minimum[f.feature]) | (
-                        x[:, f.feature] > self.maximum[f.feature]
-                    )
-                out.append(self._dq(f, self.numeric[f.feature], outside - f.expected, hold=True))
-            for f in constant_check(x, self._qref, alpha=alpha):
-                if f.feature in gone:
-                    continue
-                same = (x[:, f.feature] == f.observed).astype(np.float64)
-                out.append(self._dq(f, self.numeric[f.feature], same - f.expected))
         return out
 
-    def _missing_field(self, f: Any, name: str, n_absent: int, z: npt.ArrayLike) -> _Finding:
+    def _range_and_constant(self, s: _Summary, rows: RowsOf, gone: set[int]) -> list[_Finding]:
+        """Numeric features out of their reference range, or turned constant (not those ``gone``)."""
+        if not self.numeric:
+            return []
+        alpha, out = self.settings.alpha, []
+        for f in range_findings(s.outside, s.finite, self._qref, alpha=alpha, tolerance=RANGE_TOLERANCE):
+            if f.feature not in gone:
+                lo, hi = float(self.minimum[f.feature]), float(self.maximum[f.feature])
+                z = partial(_outside_scores, rows, f.feature, lo, hi, f.expected)
+                out.append(self._dq(f, self.numeric[f.feature], z, hold=True))
+        for f in constant_findings(s.finite, s.lo, s.hi, self._qref, alpha=alpha, min_values=MIN_CONSTANT):
+            if f.feature not in gone:
+                z = partial(_equal_scores, rows, f.feature, f.observed, f.expected)
+                out.append(self._dq(f, self.numeric[f.feature], z))
+        return out
+
+    def _missing_field(self, f: Any, name: str, n_absent: int, z: Scores) -> _Finding:
         w = self.settings.window_size
         rate, ref = n_absent / w, float(self.missing_rate[f.feature])
 
@@ -757,16 +1044,16 @@ class QualityWatch:
                 "p_value_bound": float(f.p_value),
                 "check": "missing_field",
             },
-            np.asarray(z, dtype=np.float64),
+            z,
         )
 
-    def _schema(self, dup: BoolArray, has_unknown: BoolArray) -> list[_Finding]:
-        """Unknown fields (per name, over the window's step blocks) and duplicate event ids."""
+    def _schema(self, summary: _Summary, blocks: list[Counter[str]], rows: RowsOf) -> list[_Finding]:
+        """Unknown fields (per name, over the window's step ``blocks``) and duplicate event ids."""
         s, w = self.settings, self.settings.window_size
         out: list[_Finding] = []
         floor = s.unknown_field_min_share * w
         total: Counter[str] = Counter()
-        for block in self.unknown_blocks:
+        for block in blocks:
             total.update(block)
         overflow = total.pop(OTHER, 0)
         top = dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:10])
@@ -792,12 +1079,12 @@ class QualityWatch:
                     "warning",
                     message,
                     {"field": name, "count": count, "share": share, **evidence, "check": "unknown_field"},
-                    has_unknown.astype(np.float64),
+                    partial(_unknown_scores, rows),
                 )
             )
-        rows = int(has_unknown.sum())
-        if not named and rows > floor:  # many rare unknown names (or past the cap): one alert
-            share_rows = rows / w
+        events = summary.unknown
+        if not named and events > floor:  # many rare unknown names (or past the cap): one alert
+            share_rows = events / w
 
             def message_many(since: str) -> str:
                 return (
@@ -809,11 +1096,11 @@ class QualityWatch:
                 _Finding(
                     "schema||unknown_fields", "schema", [], "unknown_fields", share_rows,
                     s.unknown_field_min_share, "warning", message_many,
-                    {"events": rows, "share": share_rows, **evidence, "check": "unknown_fields"},
-                    has_unknown.astype(np.float64),
+                    {"events": events, "share": share_rows, **evidence, "check": "unknown_fields"},
+                    partial(_unknown_scores, rows),
                 )
             )  # fmt: skip
-        n_dup = int(dup.sum())
+        n_dup = summary.dup
         if n_dup > s.duplicate_min_share * w:
             share = n_dup / w
 
@@ -829,12 +1116,12 @@ class QualityWatch:
                     s.duplicate_min_share, "critical" if share >= 0.5 else "warning", message_dup,
                     {"duplicates": n_dup, "n": w, "share": share,
                      "recent_ids_tracked": s.duplicate_ids_tracked, "check": "duplicate_ids"},
-                    dup.astype(np.float64),
+                    partial(_dup_scores, rows),
                 )
             )  # fmt: skip
         return out
 
-    def _dq(self, f: Any, name: str, z: FloatArray, hold: bool = False) -> _Finding:
+    def _dq(self, f: Any, name: str, z: Scores, hold: bool = False) -> _Finding:
         return _Finding(
             f"data_quality|{name}|{f.check}",
             "data_quality",
@@ -845,12 +1132,12 @@ class QualityWatch:
             "critical" if f.check != "out_of_range" and f.observed >= 0.5 else "warning",
             lambda since: str(f.message(name, since)),
             {**f.evidence, "check": f.check},
-            np.asarray(z, dtype=np.float64),
+            z,
             hold=hold,
         )
 
     def _lifecycle(
-        self, findings: list[_Finding], times: IntArray, t_ms: int, version: str | None
+        self, findings: list[_Finding], rows: RowsOf, t_ms: int, version: str | None
     ) -> list[Alert]:
         w = self.settings.window_size
         pos = self.position
@@ -862,7 +1149,7 @@ class QualityWatch:
             seen.add(f.key)
             c = self.conditions.get(f.key)
             if c is None:
-                since = int(times[_change_row(f.z)])
+                since = int(rows().times[_change_row(f.z())])
                 c = self.conditions[f.key] = {
                     "kind": f.kind,
                     "features": f.features,
@@ -1048,7 +1335,6 @@ class QualityWatch:
         )
         w = q.settings.window_size
         q.x = _floats(d["x"]).reshape(w, k)
-        q.u = batch_cdf(q._q_safe, q.x)
         q.codes = np.asarray(d["codes"], dtype=np.int64).reshape(w, c)
         q.bad = np.asarray(d["bad"], dtype=bool).reshape(w, k + c)
         q.times = np.asarray(d["times"], dtype=np.int64)
@@ -1061,6 +1347,7 @@ class QualityWatch:
             q.has_unknown = np.asarray(d["has_unknown"], dtype=bool).reshape(w)
             q.unknown_blocks = [Counter({str(n): int(v) for n, v in b.items()}) for b in d["unknown_blocks"]]
         q.reference_version = d.get("reference_version")
+        q._chunks_stale = True  # their new-category counts need the vocabulary: at the next update
         return q
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from streamwatch.alerts import Alert
@@ -14,6 +15,8 @@ from streamwatch.config import DriftSettings, FeatureType, QualitySettings
 from streamwatch.decode import PredictionGroup
 from streamwatch.monitor import ModelMonitor
 from streamwatch.profile import build_profile
+from streamwatch.quality.schema import SchemaScan
+from streamwatch.quality.watch import QualityWatch
 from streamwatch.simulate import Scenario, generate
 
 T0 = 1_800_000_000_000
@@ -228,3 +231,98 @@ def test_simulated_scenarios(scenario: str, kind: str, feature: str) -> None:
     firing = [a for a in _firing(m.process(g)) if a.kind in QUALITY_KINDS]
     assert [(a.kind, a.feature) for a in firing] == [(kind, feature)]
     assert 3_000 < firing[0].events_seen <= 3_500
+
+
+# -- QualityWatch alone: batch boundaries and snapshots -----------------------------------------
+
+VALUES = ["F", "M", "X"] + [f"new{i}" for i in range(40)]
+WATCH_NUMERIC = ["a", "b", "c", "d"]
+
+
+def _problem_stream(n: int = 6_000, seed: int = 1) -> tuple[Any, ...]:
+    """Events with a unit change, nulls, a constant spell, sentinels, new values, invalid values,
+    duplicate ids, absent keys and unknown fields, each in its own stretch."""
+    rng = np.random.default_rng(seed)
+    x = np.column_stack(
+        [rng.normal(10, 2, n), rng.normal(0, 1, n), rng.gamma(3, 2, n), rng.normal(50, 5, n)]
+    ).round(3)
+    i = np.arange(n)
+    x[(i >= 2_000) & (i < 3_500), 0] *= 1000.0
+    x[(i >= 1_500) & (i < 2_500) & (rng.random(n) < 0.3), 1] = np.nan
+    x[(i >= 3_000) & (i < 3_800), 2] = 4.0
+    x[(i >= 4_000) & (i < 5_000) & (rng.random(n) < 0.2), 3] = -999.0
+    codes = rng.choice(3, size=(n, 1), p=[0.5, 0.45, 0.05]).astype(np.int64)
+    fresh = (i >= 2_500) & (i < 3_500) & (rng.random(n) < 0.05)
+    codes[fresh, 0] = 3 + rng.integers(0, 2, fresh.sum())
+    bad = np.zeros((n, 5), dtype=bool)
+    bad[(i >= 4_500) & (i < 5_000) & (rng.random(n) < 0.1), 1] = True
+    x[bad[:, 1], 1] = np.nan
+    absent = np.zeros((n, 5), dtype=bool)
+    absent[(i >= 5_400) & (i < 5_800), 3] = True
+    x[absent[:, 3], 3] = np.nan
+    unknown = [(r, ["extra"]) for r in np.flatnonzero((i >= 1_000) & (i < 2_000) & (rng.random(n) < 0.03))]
+    scan = SchemaScan((i >= 5_000) & (i < 5_400) & (rng.random(n) < 0.05), absent, unknown)
+    return x, codes, bad, scan
+
+
+def _watch(start: int = 1_000) -> QualityWatch:
+    rng = np.random.default_rng(99)
+    ref = np.column_stack(
+        [rng.normal(10, 2, 1_000), rng.normal(0, 1, 1_000), rng.gamma(3, 2, 1_000), rng.normal(50, 5, 1_000)]
+    ).round(3)
+    codes = rng.choice(3, size=(1_000, 1), p=[0.5, 0.45, 0.05]).astype(np.int64)
+    return QualityWatch.from_sample(
+        "m", WATCH_NUMERIC, ["g"], ref, codes, lambda j: VALUES, np.zeros(5), QualitySettings(), start
+    )
+
+
+def _feed(
+    q: QualityWatch, stream: tuple[Any, ...], batch: int, lo: int = 0, hi: int | None = None
+) -> list[Alert]:
+    x, codes, bad, scan = stream
+    hi = len(x) if hi is None else hi
+    out: list[Alert] = []
+    for a in range(lo, hi, batch):
+        b = min(hi, a + batch)
+        times = T0 + np.arange(a, b, dtype=np.int64) * 1000
+        out += q.update(
+            x[a:b], codes[a:b], bad[a:b], times, ["1"] * (b - a), 1_000 + a, lambda j: VALUES, scan.part(a, b)
+        )
+    return out
+
+
+def test_watch_alerts_and_state_do_not_depend_on_batch_sizes() -> None:
+    stream = _problem_stream()
+    runs = {}
+    for batch in (1, 37, 100, 1_000):
+        q = _watch()
+        runs[batch] = (_feed(q, stream, batch), q.to_dict())
+    alerts, state = runs[100]
+    planted = {
+        ("unit_change", "quantile_fit"),
+        ("data_quality", "missing"),
+        ("data_quality", "constant"),
+        ("data_quality", "out_of_range"),
+        ("data_quality", "invalid"),
+        ("data_quality", "duplicate_ids"),
+        ("new_category", "vocabulary"),
+        ("schema", "missing_field"),
+        ("schema", "unknown_field"),
+    }
+    assert planted <= {(a.kind, a.detector) for a in alerts if a.status == "firing"}
+    for batch, (other, other_state) in runs.items():
+        assert other == alerts, batch
+        assert other_state == state, batch
+
+
+def test_watch_restored_mid_stream_continues_exactly() -> None:
+    stream = _problem_stream(seed=2)
+    whole = _watch()
+    expected = _feed(whole, stream, 250)
+    for cut in (2_345, 3_000):
+        q = _watch()
+        before = _feed(q, stream, 250, 0, cut)
+        restored = QualityWatch.from_dict(orjson.loads(orjson.dumps(q.to_dict())))
+        assert restored.to_dict() == q.to_dict()
+        assert before + _feed(restored, stream, 333, cut) == expected
+        assert restored.to_dict() == whole.to_dict()
