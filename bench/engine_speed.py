@@ -5,7 +5,7 @@ labels for a share of them 1-60 s later in event time), fed in batches as the wo
 predictions and the labels that are due by then. Use it to see what a change to the hot path
 buys before running the broker benchmark; ``--profile`` prints the top of a cProfile.
 
-    .venv/bin/python bench/engine_speed.py [--events 100000] [--models 10] [--batch 2000]
+    .venv/bin/python bench/engine_speed.py [--events 100000] [--models 10] [--batch 5000]
                                            [--repeat 3] [--profile]
 
 The first pass of a process pays for calibrations (cached in ~/.cache/streamwatch after the
@@ -68,7 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--models", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--label-share", type=float, default=0.3)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true")

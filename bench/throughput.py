@@ -16,7 +16,7 @@ measures one core.
    reported too but on Linux it carries the parent's RSS over the exec; CPU time =
    ``time.process_time()`` of that process, librdkafka's threads included), each run in turn:
 
-   a. ``ceiling``: one consumer assigned both topics, ``consume(num_messages=2000)`` in a loop,
+   a. ``ceiling``: one consumer assigned both topics, ``consume(num_messages=5000)`` in a loop,
       ``orjson.loads`` of each value, nothing else;
    b. ``river``: the same loop, per event: orjson, ``river.drift.ADWIN`` + ``PageHinkley`` per
       numeric feature per model, a dict of open predictions joined by event id, and
@@ -79,7 +79,7 @@ PY = sys.executable
 N_NUMERIC, N_CATEGORICAL = 20, 2
 CLASSES = ["approve", "review", "reject"]
 START_MS = 1_798_761_600_000
-BATCH = 2000
+BATCH = 5000  # the worker's default batch.max_events
 CONSUMER_BASE = {
     # what KafkaWorker sets, minus the group protocol (we assign)
     "enable.auto.commit": False,
