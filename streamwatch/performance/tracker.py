@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -52,6 +53,9 @@ IntArray = npt.NDArray[np.int64]
 # upper bounds (seconds) of the label-delay histogram's buckets
 DELAY_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0)
 OTHER_CLASS = "__other__"
+
+
+_STR_T = frozenset((str,))
 
 
 def class_name(v: Any) -> str:
@@ -271,7 +275,7 @@ class PerformanceTracker:
         return []
 
     def _encode_classes(self, predictions: Sequence[dict[str, Any]]) -> tuple[FloatArray, FloatArray | None]:
-        score_dicts = [p.get("scores") for p in predictions]
+        score_dicts = list(map(dict.get, predictions, repeat("scores")))
         keys: set[str] = set().union(*(d for d in score_dicts if d))
         for k in sorted(keys - self.classes.keys()):
             self._code(class_name(k))
@@ -286,7 +290,7 @@ class PerformanceTracker:
                 rows = [tuple((d or {}).get(n, np.nan) for n in names) for d in score_dicts]
             scores = np.full((len(predictions), len(self.class_names)), np.nan)
             scores[:, codes] = np.array(rows, dtype=np.float64).reshape(len(predictions), len(names))
-        labels = [p.get("label") for p in predictions]
+        labels = list(map(dict.get, predictions, repeat("label")))
         predicted = self._codes(labels)
         if scores is not None and scores.shape[1] < len(self.class_names):
             # a label no score names became a class after the scores were laid out (found by
@@ -304,6 +308,11 @@ class PerformanceTracker:
 
     def _codes(self, values: list[Any]) -> FloatArray:
         """Class codes of label values (NaN for None); text labels take a dict lookup each."""
+        if _STR_T.issuperset(map(type, values)):
+            try:  # every label a known class name: one C-level pass
+                return np.fromiter(map(self.classes.__getitem__, values), np.float64, len(values))
+            except KeyError:
+                pass
         get = self.classes.get
         codes = [get(v) if type(v) is str else None for v in values]
         for i in [i for i, c in enumerate(codes) if c is None]:
