@@ -6,14 +6,22 @@ caller's), the values outside it. At most ``max_tracked`` distinct new values ar
 name; the events of further new values are counted together as ``overflow``, so a cardinality
 bomb (ids, free text) costs bounded memory.
 
-A new value *matters* when its count reaches ``min_count`` and its share of the window's
-non-null values ``min_share`` (3 and 0.5 % by default: a new value at 2 % share is named
-within 500 events). When the reference has values seen only once, it has a long tail its
-sample did not exhaust, and a new value's count must also be implausible for a tail value
-(:meth:`~NewCategoryTracker.tail_floor`); rare strays stay quiet. ``explosion_distinct`` (50)
-distinct new values, or more than can be tracked, that together make up ``explosion_share``
-(5 %) of the window are a cardinality explosion, reported as such. The state is plain JSON
-(:meth:`~NewCategoryTracker.to_dict`).
+A reference sample rarely sees every value of a long-tailed feature, so production shows
+values it never saw even when nothing changed: their expected share is the reference's
+*missing mass*. Good-Turing estimates it by ``N1 / m`` (``N1`` values seen exactly once among
+``m``); :func:`missing_mass_bound` adds ``z`` standard errors (Esty 1983: variance
+``N1 + 2 N2 - N1^2 / m`` over ``m^2``, ``N2`` the values seen twice) for an upper confidence
+bound ``M+``. A window is *significant* when its count of new values is implausible for a
+``Binomial(n, M+)`` at the check's ``alpha`` (its false-alarm level per window); a reference
+without singletons or doubletons (a closed vocabulary such as gender) has ``M+ = 0``, and any
+new value is then significant.
+
+An alert needs a significant window and a new value that *matters*: its count reaches
+``min_count`` and its share of the window's non-null values ``min_share`` (3 and 0.5 % by
+default: a new value at 2 % share of a closed vocabulary is named within 500 events), or a
+cardinality explosion: ``explosion_distinct`` (50) distinct new values, or more than can be
+tracked, that together make up ``explosion_share`` (5 %) of the window. The state is plain
+JSON (:meth:`~NewCategoryTracker.to_dict`).
 """
 
 from __future__ import annotations
@@ -25,9 +33,55 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy import stats
 
 SNAPSHOT_FORMAT = "streamwatch.new_category"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # v2: reference_doubletons; v1 snapshots restore (see from_dict)
+# standard errors added to the Good-Turing missing mass: a one-sided 1e-4 normal bound
+MASS_Z = 3.719
+
+
+def missing_mass_bound(reference_count: int | None, singletons: int, doubletons: int) -> float:
+    """Upper confidence bound on the share of production values a reference of
+    ``reference_count`` non-null values never saw, from its values seen once and twice.
+
+    Good-Turing's ``N1 / m`` plus ``MASS_Z`` standard errors (Esty's variance estimate
+    ``N1 + 2 N2 - N1^2 / m`` over ``m^2``); 0 without a reference count or without singletons
+    and doubletons.
+
+    Examples
+    --------
+    >>> missing_mass_bound(1000, 0, 0), round(missing_mass_bound(1000, 4, 2), 5)
+    (0.0, 0.01451)
+    """
+    m = reference_count or 0
+    if m <= 0:
+        return 0.0
+    n1, n2 = singletons, doubletons
+    var = max(n1 + 2.0 * n2 - n1 * n1 / m, 0.0)
+    return min(1.0, (n1 + MASS_Z * math.sqrt(var)) / m)
+
+
+def significant_count(total: int, mass: float, alpha: float) -> int:
+    """Smallest count of new values among ``total`` non-null values that a ``Binomial(total,
+    mass)`` reaches with probability below ``alpha`` (1 when ``mass`` is 0).
+
+    Examples
+    --------
+    >>> significant_count(500, 0.0, 1e-6), significant_count(500, 0.002, 1e-6)
+    (1, 10)
+    """
+    if mass <= 0.0 or total <= 0:
+        return 1
+    if mass >= 1.0:
+        return total + 1
+    k = int(stats.binom.isf(alpha, total, mass)) + 1
+    # isf is a float search: settle the exact smallest k with P(X >= k) < alpha
+    while k > 1 and stats.binom.sf(k - 2, total, mass) < alpha:
+        k -= 1
+    while k <= total and stats.binom.sf(k - 1, total, mass) >= alpha:
+        k += 1
+    return k
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +144,11 @@ class NewCategoryTracker:
         Distinct new values counted by name; more go to ``overflow``.
     min_count, min_share
         A new value matters from this count and this share of the window's non-null values.
-    reference_count, reference_singletons, alpha
-        Non-null values behind the vocabulary and how many of its values were seen once (the
-        profile's ``valid`` and ``singletons``): with singletons the reference has a long tail
-        that the sample did not exhaust, and a new value must also pass :meth:`tail_floor`.
+    reference_count, reference_singletons, reference_doubletons, alpha
+        Non-null values behind the vocabulary and how many of its values were seen once and
+        twice (the profile's ``valid``, ``singletons`` and ``doubletons``): they bound the share
+        of new values clean data shows (:func:`missing_mass_bound`); ``alpha`` is the
+        false-alarm level of the window's test against it.
     explosion_distinct, explosion_share
         A cardinality explosion: this many distinct new values (or more than ``max_tracked``)
         making up at least this share of the window.
@@ -121,6 +176,7 @@ class NewCategoryTracker:
         explosion_share: float = 0.05,
         reference_count: int | None = None,
         reference_singletons: int = 0,
+        reference_doubletons: int = 0,
         alpha: float = 1e-6,
     ) -> None:
         self.vocabulary = frozenset(vocabulary)
@@ -132,7 +188,10 @@ class NewCategoryTracker:
         self.explosion_share = explosion_share
         self.reference_count = reference_count
         self.reference_singletons = reference_singletons
+        self.reference_doubletons = reference_doubletons
         self.alpha = alpha
+        self.expected_share = missing_mass_bound(reference_count, reference_singletons, reference_doubletons)
+        self._significant: dict[int, int] = {}  # non-null values -> significant_count
         self.counts: dict[str, int] = {}
         self.overflow = 0
         self.total = 0
@@ -161,36 +220,30 @@ class NewCategoryTracker:
             else:
                 self.overflow += c
 
-    def tail_floor(self, total: int | None = None) -> int:
-        """Count a new value needs when the reference has a long tail (singletons), else 0;
-        ``total``: the window's non-null values (default: those counted so far).
-
-        A value the reference sample of ``m`` missed has a probability of a few ``1/m`` at most
-        (one at ``5/m`` is missed with chance ``e^-5``), so in a window of ``n`` its count is
-        about Poisson with mean ``5 n / m``; the floor is that law's ``1 - alpha`` quantile + 1.
+    def significant(self, total: int | None = None) -> int:
+        """Count of new values that is significant among ``total`` non-null values (default:
+        those counted so far): implausible at ``alpha`` when new values come at the reference's
+        missing mass (:attr:`expected_share`, :func:`significant_count`).
 
         Examples
         --------
-        >>> t = NewCategoryTracker(["a"], reference_count=5000, reference_singletons=40)
-        >>> t.total = 500
-        >>> t.tail_floor()
-        8
+        >>> t = NewCategoryTracker(["a"], reference_count=1000, reference_singletons=4,
+        ...                        reference_doubletons=2)
+        >>> round(t.expected_share, 4), t.significant(500)
+        (0.0145, 24)
+        >>> NewCategoryTracker(["F", "M"], reference_count=1000).significant(500)
+        1
         """
         total = self.total if total is None else total
-        if not self.reference_singletons or not self.reference_count or not total:
-            return 0
-        lam = 5.0 * total / self.reference_count
-        c, term = 0, math.exp(-lam)
-        tail = 1.0 - term  # P(X > c)
-        while tail > self.alpha and c < 10_000:
-            c += 1
-            term *= lam / c
-            tail -= term
-        return c + 1
+        k = self._significant.get(total)
+        if k is None:
+            k = self._significant[total] = significant_count(total, self.expected_share, self.alpha)
+        return k
 
     def floor(self, total: int | None = None) -> float:
-        """Count a new value needs to matter among ``total`` non-null values (default: those
-        counted so far); fewer new values in all cannot raise anything (see :meth:`result`).
+        """Count of new values in all that an alert needs among ``total`` non-null values
+        (default: those counted so far): a significant count that also reaches ``min_count``
+        and ``min_share``; with fewer nothing can be raised (see :meth:`result`).
 
         Examples
         --------
@@ -198,18 +251,20 @@ class NewCategoryTracker:
         10.0
         """
         total = self.total if total is None else total
-        return max(self.min_count, self.min_share * total, self.tail_floor(total))
+        return max(self.min_count, self.min_share * total, self.significant(total))
 
     def result(self) -> NewCategoryResult:
         """What the window holds now."""
         new_count = sum(self.counts.values()) + self.overflow
         floor = self.floor()
+        significant = new_count >= floor
         ordered = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        matters = {v: c for v, c in ordered if c >= floor}
+        one = max(self.min_count, self.min_share * self.total)  # what one new value needs
+        matters = {v: c for v, c in ordered if c >= one} if significant else {}
         distinct = len(self.counts) + (1 if self.overflow else 0)
         exploded = (
             (len(self.counts) >= self.explosion_distinct or self.overflow > 0)
-            and new_count >= floor
+            and significant
             and new_count >= self.explosion_share * self.total
         )
         evidence: dict[str, Any] = {
@@ -222,6 +277,8 @@ class NewCategoryTracker:
             "cardinality_explosion": exploded,
             "min_count": self.min_count,
             "min_share": self.min_share,
+            "expected_share": self.expected_share,
+            "significant_count": self.significant(),
             "top_new_values": dict(ordered[:10]),
         }
         return NewCategoryResult(
@@ -250,6 +307,7 @@ class NewCategoryTracker:
             "explosion_share": self.explosion_share,
             "reference_count": self.reference_count,
             "reference_singletons": self.reference_singletons,
+            "reference_doubletons": self.reference_doubletons,
             "alpha": self.alpha,
             "counts": dict(self.counts),
             "overflow": self.overflow,
@@ -258,7 +316,9 @@ class NewCategoryTracker:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NewCategoryTracker:
-        if d.get("format") != SNAPSHOT_FORMAT or d.get("version") != SNAPSHOT_VERSION:
+        """Restore :meth:`to_dict`'s state; a v1 snapshot (no doubletons) takes as many
+        doubletons as singletons (a tail's values seen twice are about as many or fewer)."""
+        if d.get("format") != SNAPSHOT_FORMAT or d.get("version") not in (1, SNAPSHOT_VERSION):
             raise ValueError(
                 f"not a {SNAPSHOT_FORMAT} v{SNAPSHOT_VERSION} snapshot: "
                 f"format={d.get('format')!r} version={d.get('version')!r}"
@@ -273,6 +333,7 @@ class NewCategoryTracker:
             explosion_share=float(d["explosion_share"]),
             reference_count=None if d["reference_count"] is None else int(d["reference_count"]),
             reference_singletons=int(d["reference_singletons"]),
+            reference_doubletons=int(d.get("reference_doubletons", d["reference_singletons"])),
             alpha=float(d["alpha"]),
         )
         t.counts = {str(k): int(v) for k, v in d["counts"].items()}

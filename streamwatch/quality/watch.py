@@ -76,7 +76,7 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 SNAPSHOT_FORMAT = "streamwatch.quality-watch"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # v2: doubletons of the categorical references; v1 restores (from_dict)
 POINTS = 101  # quantile sketch points (the profile's default)
 INVALID_TOLERANCE = 0.01  # invalid-rate slack over the reference's, like the missing check
 EXPLAINING = ("unit_change", "column_swap")
@@ -114,6 +114,24 @@ def invalid_rows(
         else:
             out[:, f] = [v is not None and type(v) is not str for v in vals]
     return out
+
+
+def _profile_doubletons(p: dict[str, Any]) -> int:
+    """Values a categorical profile saw exactly twice: its ``doubletons``, else counted from its
+    top values when they hold every value seen more than once, else as many as it saw once
+    (a long tail has about as many values seen twice as once, or fewer) within what the values
+    outside the top can hold."""
+    if "doubletons" in p:
+        return int(p["doubletons"])
+    top = [int(c) for _, c in p.get("top", [])]
+    in_top = sum(1 for c in top if c == 2)
+    singles_outside = int(p["singletons"]) - sum(1 for c in top if c == 1)
+    rest = int(p.get("other", 0)) - singles_outside  # values outside the top seen twice or more
+    if rest <= 0:
+        return in_top
+    if top and min(top) <= 2:  # the values outside the top were seen at most twice
+        return in_top + rest // 2
+    return in_top + min(int(p["singletons"]), rest // 2)
 
 
 def _invalid_message(name: str, kind: str, rate: float, ref: float, since: str) -> str:
@@ -324,6 +342,7 @@ class QualityWatch:
         vocabularies: Sequence[Sequence[str] | None],
         category_counts: Sequence[int],
         singletons: Sequence[int],
+        doubletons: Sequence[int] | None = None,
         start_index: int = 0,
     ) -> None:
         self.model_id = model_id
@@ -342,6 +361,8 @@ class QualityWatch:
         self.vocabularies = [None if v is None else sorted(v) for v in vocabularies]
         self.category_counts = [int(n) for n in category_counts]
         self.singletons = [int(n) for n in singletons]
+        # values seen twice (without them: as many as seen once, see _profile_doubletons)
+        self.doubletons = [int(n) for n in (self.singletons if doubletons is None else doubletons)]
         # ring buffers of the last window, indexed by model event index modulo the window
         self.x = np.full((w, k), np.nan)
         self.codes = np.full((w, c), -1, dtype=np.int64)
@@ -397,6 +418,7 @@ class QualityWatch:
                 min_share=s.new_category_min_share,
                 reference_count=self.category_counts[j],
                 reference_singletons=self.singletons[j],
+                reference_doubletons=self.doubletons[j],
                 alpha=s.alpha,
             )
             for j, vocab in enumerate(self.vocabularies)
@@ -471,6 +493,7 @@ class QualityWatch:
             vocabularies=[p["vocabulary"] for p in cat],
             category_counts=[p["valid"] for p in cat],
             singletons=[p["singletons"] for p in cat],
+            doubletons=[_profile_doubletons(p) for p in cat],
         )
 
     @classmethod
@@ -508,7 +531,7 @@ class QualityWatch:
                 share[j] = runs.max() / len(v)
         inv = np.asarray(invalid_rate, dtype=np.float64)
         miss_num = np.clip((~finite).mean(axis=0) - inv[:k], 0.0, 1.0) if m else np.zeros(k)
-        vocabs, cat_counts, singles, miss_cat = [], [], [], []
+        vocabs, cat_counts, singles, doubles, miss_cat = [], [], [], [], []
         for j in range(codes.shape[1]):
             cj = codes[:, j]
             present = cj[cj >= 0]
@@ -518,6 +541,7 @@ class QualityWatch:
             vocabs.append(sorted({cv for cv in map(canonical_value, seen) if cv is not None}))
             cat_counts.append(len(present))
             singles.append(int((bc == 1).sum()))
+            doubles.append(int((bc == 2).sum()))
             miss_cat.append(float((cj < 0).mean()) if m else 0.0)
         return cls(
             model_id,
@@ -536,6 +560,7 @@ class QualityWatch:
             vocabularies=vocabs,
             category_counts=cat_counts,
             singletons=singles,
+            doubletons=doubles,
             start_index=start_index,
         )
 
@@ -1292,6 +1317,7 @@ class QualityWatch:
             "vocabularies": self.vocabularies,
             "category_counts": self.category_counts,
             "singletons": self.singletons,
+            "doubletons": self.doubletons,
             "x": _json(self.x),
             "codes": _json(self.codes),
             "bad": _json(self.bad),
@@ -1308,7 +1334,9 @@ class QualityWatch:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QualityWatch:
-        if d.get("format") != SNAPSHOT_FORMAT or d.get("version") != SNAPSHOT_VERSION:
+        """Restore :meth:`to_dict`'s state; a v1 snapshot (before the doubletons) takes as many
+        doubletons as singletons."""
+        if d.get("format") != SNAPSHOT_FORMAT or d.get("version") not in (1, SNAPSHOT_VERSION):
             raise ValueError(
                 f"not a {SNAPSHOT_FORMAT} v{SNAPSHOT_VERSION} snapshot: "
                 f"format={d.get('format')!r} version={d.get('version')!r}"
@@ -1331,6 +1359,7 @@ class QualityWatch:
             vocabularies=d["vocabularies"],
             category_counts=d["category_counts"],
             singletons=d["singletons"],
+            doubletons=d.get("doubletons"),
             start_index=int(d["position"]),
         )
         w = q.settings.window_size

@@ -326,3 +326,89 @@ def test_watch_restored_mid_stream_continues_exactly() -> None:
         assert restored.to_dict() == q.to_dict()
         assert before + _feed(restored, stream, 333, cut) == expected
         assert restored.to_dict() == whole.to_dict()
+
+
+def _tail_stream(seed: int, n: int, new_share: float = 0.0, change: int = 0) -> tuple[Any, ...]:
+    """One numeric feature and two categoricals: a closed one (3 values) and bench/throughput.py's
+    long-tailed ``c1`` (geometric(0.12) capped at 40: a 1000-event reference misses part of its
+    tail); from ``change`` on, ``new_share`` of the closed feature's values are 'new'."""
+    rng = np.random.default_rng([seed, 31])
+    x = rng.normal(0.0, 1.0, (n, 1)).round(4)
+    closed = rng.choice(3, n, p=[0.5, 0.45, 0.05])
+    closed[change:][rng.random(n - change) < new_share] = 3  # code 3: 'new'
+    tail = np.minimum(rng.geometric(0.12, n), 40) - 1
+    return x, np.column_stack([closed, tail]).astype(np.int64)
+
+
+TAIL_VALUES = [["F", "M", "X", "new"], [f"v{i + 1}" for i in range(40)]]
+
+
+def _tail_watch(x: Any, codes: Any) -> QualityWatch:
+    return QualityWatch.from_sample(
+        "m", ["x"], ["g", "c1"], x[:1_000], codes[:1_000], lambda j: TAIL_VALUES[j], np.zeros(3),
+        QualitySettings(), 1_000,
+    )  # fmt: skip
+
+
+def _tail_feed(q: QualityWatch, x: Any, codes: Any, batch: int = 2_000) -> list[Alert]:
+    out: list[Alert] = []
+    for a in range(1_000, len(x), batch):
+        b = min(len(x), a + batch)
+        times = T0 + np.arange(a, b, dtype=np.int64) * 1000
+        out += q.update(x[a:b], codes[a:b], None, times, ["1"] * (b - a), a, lambda j: TAIL_VALUES[j])
+    return out
+
+
+def test_a_long_tailed_categorical_stays_quiet_over_many_references() -> None:
+    """Null: 60 references of 1000 events, each followed by 5000 clean events (3000 windows).
+    Values of the tail the reference never saw come at its missing mass: no alert (the old
+    per-value rule raised 'v28 (3 of 500 events)' when a reference had no singletons)."""
+    found = []
+    for seed in range(60):
+        x, codes = _tail_stream(seed, 6_000)
+        q = _tail_watch(x, codes)
+        found += [(seed, a.message) for a in _tail_feed(q, x, codes) if a.kind == "new_category"]
+    assert found == []
+
+
+def test_a_new_category_next_to_a_long_tailed_one_is_found_within_500_events() -> None:
+    delays = []
+    for seed in range(10):
+        x, codes = _tail_stream(seed, 4_000, new_share=0.02, change=2_000)
+        fired = [a for a in _tail_feed(_tail_watch(x, codes), x, codes, 250) if a.status == "firing"]
+        assert [(a.kind, a.feature) for a in fired] == [("new_category", "g")], [a.message for a in fired]
+        assert "'new'" in fired[0].message
+        delays.append(fired[0].events_seen - 2_000)
+    assert max(delays) <= 500, delays
+
+
+def test_a_v1_snapshot_restores() -> None:
+    """Snapshots from before the doubletons (v1) restore, taking as many doubletons as singletons."""
+    x, codes = _tail_stream(1, 3_000)
+    q = _tail_watch(x, codes)
+    _tail_feed(q, x[:2_000], codes[:2_000])
+    d = orjson.loads(orjson.dumps(q.to_dict()))
+    del d["doubletons"]
+    restored = QualityWatch.from_dict({**d, "version": 1})
+    assert restored.doubletons == restored.singletons
+    assert restored.to_dict()["version"] == 2
+
+
+def test_a_profile_reference_counts_its_tail_the_same_way() -> None:
+    """A profile's singletons, and its values seen twice counted from its top values (exact when
+    the top holds them all), bound the missing mass like a warm-up reference's counts."""
+    x, codes = _tail_stream(3, 6_000)
+    dev = {
+        "x": x[:1_000, 0].tolist(),
+        "g": [TAIL_VALUES[0][c] for c in codes[:1_000, 0].tolist()],
+        "c1": [TAIL_VALUES[1][c] for c in codes[:1_000, 1].tolist()],
+    }
+    counts = np.bincount(codes[:1_000, 1])
+    for top_k in (50, 5):
+        profile = build_profile([dev], "m", top_k=top_k)
+        q = QualityWatch.from_profile("m", ["x"], ["g", "c1"], profile, QualitySettings())
+        assert q.singletons == [0, int((counts == 1).sum())]
+        if top_k == 50:  # the top holds every value: exact
+            assert q.doubletons == [0, int((counts == 2).sum())]
+        alerts = _tail_feed(q, x, codes)
+        assert [a.message for a in alerts if a.kind == "new_category"] == []
