@@ -3,8 +3,10 @@ false-alarm budget, against river's detectors and an oracle CUSUM, in one run.
 
     python bench/detection.py            # full: 50 seeds, >= 10^6 null values per stream type
     python bench/detection.py --quick    # 20 seeds, smaller null streams, under a minute
+    python bench/detection.py --fixed-reference [--quick]   # fleet rate of fixed-reference CUSUMs
 
-Prints markdown tables and writes bench/results/detection.json.
+Prints markdown tables and writes bench/results/detection.json (``--fixed-reference`` updates
+only its ``fixed_reference`` entry).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import river
 from river import drift
 
 from streamwatch.detectors.calibration import threshold_for_arl
-from streamwatch.detectors.cusum import CUSUM
+from streamwatch.detectors.cusum import CUSUM, CUSUMBank
 from streamwatch.detectors.window import WindowTest
 
 CHANGE_AT, LENGTH = 5000, 10_000
@@ -280,11 +283,120 @@ def attach_configured_vs_achieved(results: dict[str, Any], calibration: list[dic
         )
 
 
+# -- fixed references: the fleet's false-alarm rate -----------------------------------------------
+#
+# A CUSUM that keeps its reference (the monitor's, rebaseline=False) has that reference's own
+# rate; a fleet of them shows the mean over references, which is what the calibration targets.
+# The rates of references have a heavy tail, so the mean needs many references. Measured here
+# with the production detectors (CUSUMBank, one column per reference):
+# * continuous references: plain Monte Carlo over references drawn from N(0, 1);
+# * 0/1 references: a reference acts only through its count of ones k, so the mean is exactly
+#   sum_k Binomial(k; n, p) rate(k), with rate(k) measured on a long null stream per k.
+
+FIXED_CASES: list[dict[str, Any]] = [
+    {"case": "normal scores, two-sided, 0.5 sd", "p": None, "min_shift": 0.5, "direction": "both"},
+    {"case": "0/1 p = 0.25, up, 0.5 sd", "p": 0.25, "min_shift": 0.5, "direction": "up"},
+]
+CONCEPT_CASE = {
+    "case": "0/1 p = 0.27, up, 0.3 sd (concept drift)",
+    "p": 0.27,
+    "min_shift": 0.3,
+    "direction": "up",
+}
+
+
+def _bank_alarms(cusums: list[CUSUM], draw: Callable[[int], np.ndarray], length: int) -> np.ndarray:
+    """Alarms per CUSUM over ``length`` null rows fed in batches (one column per CUSUM)."""
+    bank, alarms = CUSUMBank(cusums), np.zeros(len(cusums), dtype=np.int64)
+    for lo in range(0, length, 4096):
+        found = bank.update(draw(min(4096, length - lo)))
+        alarms += [len(f) for f in found]
+    return alarms
+
+
+def fixed_reference_rate(
+    case: dict[str, Any], arl0: float, references: int, length: int, n: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Achieved / configured false-alarm rate over references of ``n`` values, with its standard error."""
+    rng = np.random.default_rng(seed)
+    kw = {"min_shift": case["min_shift"], "direction": case["direction"], "arl0": arl0, "rebaseline": False}
+    p = case["p"]
+    if p is None:
+        rates, values = [], 0
+        for lo in range(0, references, 500):
+            cols = min(500, references - lo)
+            cusums = [CUSUM(reference=rng.standard_normal(n), **kw) for _ in range(cols)]
+            thresholds = {c.threshold for c in cusums}
+            draw = partial(lambda r, c: rng.standard_normal((r, c)), c=cols)
+            rates += (_bank_alarms(cusums, draw, length) / length).tolist()
+            values += cols * length
+        r = np.asarray(rates)
+        mean, se = float(r.mean()), float(r.std(ddof=1) / math.sqrt(len(r)))
+        how = f"{references} references x {length:,} values"
+    else:
+        from scipy.stats import binom
+
+        sd = math.sqrt(n * p * (1 - p))
+        # references off the truth in the alarming direction dominate; the other side adds nothing
+        below, above = {"up": (6, 3), "down": (3, 6), "both": (6, 6)}[case["direction"]]
+        ks = np.arange(max(1, math.floor(n * p - below * sd)), min(n - 1, math.ceil(n * p + above * sd)) + 1)
+        weight = binom.pmf(ks, n, p)
+        cusums = [CUSUM(reference=np.r_[np.ones(k), np.zeros(n - k)], **kw) for k in ks.tolist()]
+        thresholds = {c.threshold for c in cusums}
+        alarms = _bank_alarms(cusums, lambda r: (rng.random((r, len(ks))) < p).astype(np.float64), length)
+        mean = float(weight @ alarms / length)
+        se = float(np.sqrt(weight**2 @ alarms) / length)  # Poisson counts
+        values = len(ks) * length
+        how = f"k = {ks[0]}..{ks[-1]} ones (mass {weight.sum():.6f}) x {length:,} values"
+    return {
+        "case": case["case"],
+        "configured_arl0": arl0,
+        "achieved_over_configured": round(mean * arl0, 3),
+        "standard_error": round(se * arl0, 3),
+        "values": values,
+        "sampling": how,
+        "thresholds": sorted(round(t, 3) for t in thresholds)[:3] + (["..."] if len(thresholds) > 3 else []),
+    }
+
+
+def fixed_reference_table(quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    for case in FIXED_CASES:
+        for arl0 in (2000.0, 100_000.0):
+            continuous = case["p"] is None
+            if continuous:
+                refs, length = (
+                    (400, 20_000) if quick else ((2000, 20_000) if arl0 < 10_000 else (6000, 20_000))
+                )
+            else:
+                refs, length = 0, (50_000 if quick else (200_000 if arl0 < 10_000 else 1_000_000))
+            rows.append(fixed_reference_rate(case, arl0, refs, length))
+            print(rows[-1], flush=True)
+    if not quick:
+        rows.append(fixed_reference_rate(CONCEPT_CASE, 900_000.0, 0, 2_000_000))
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="20 seeds and smaller null streams (< 1 min)")
+    ap.add_argument(
+        "--fixed-reference",
+        action="store_true",
+        help="only the fleet false-alarm rate of fixed-reference CUSUMs (updates its entry of --out)",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "detection.json")
     args = ap.parse_args()
+    if args.fixed_reference:
+        t0 = time.time()
+        rows = fixed_reference_table(args.quick)
+        old = json.loads(args.out.read_text()) if args.out.exists() else {}
+        old["fixed_reference"] = {"quick": args.quick, "rows": rows, "seconds": round(time.time() - t0, 1)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(old, indent=2) + "\n")
+        print_fixed(rows)
+        return
     seeds = 20 if args.quick else 50
     # long null streams: the long-run rate (short ones over-count after a restart)
     null_streams, null_len = (1, 200_000) if args.quick else (2, 500_000)
@@ -355,9 +467,25 @@ def main() -> None:
         "python": platform.python_version(),
         "seconds": round(time.time() - t0, 1),
     }
+    if args.out.exists():  # keep the slow --fixed-reference measurement
+        kept = json.loads(args.out.read_text()).get("fixed_reference")
+        if kept is not None:
+            out["fixed_reference"] = kept
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print_tables(out)
+
+
+def print_fixed(rows: list[dict[str, Any]]) -> None:
+    print(
+        "\n| fixed reference (1 000 values) | ARL0 | achieved / configured (± se) | thresholds | sampling |"
+    )
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['case']} | {r['configured_arl0']:g} | {r['achieved_over_configured']} ± "
+            f"{r['standard_error']} | {r['thresholds']} | {r['sampling']} |"
+        )
 
 
 def print_tables(out: dict[str, Any]) -> None:

@@ -10,6 +10,12 @@ estimates ARL(h) (see :func:`simulate_arl`), and interpolates ``log ARL`` linear
 exponential tail that renewal theory predicts for CUSUM - extrapolating from thresholds with
 many alarms when the target lies beyond them.
 
+A detector that keeps its reference (the monitor's) has that reference's own rate, and a fleet
+of them shows the mean over references, ``E[rate]``. :func:`calibrate_fixed_cusum` targets that
+mean. The rates of references have a heavy tail (a reference that sits a few standard errors off
+the truth alarms orders of magnitude more often), and each one's alarms are rare, so both are
+importance-sampled (:mod:`streamwatch.detectors.fixed_reference`).
+
 Results are cached per (null distribution, bank, direction, target, reference size), in memory
 and on disk, so a machine pays for each calibration once.
 """
@@ -25,6 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from streamwatch.detectors.fixed_reference import (
+    ReferenceModel,
+    discrete_reference,
+    normal_score_reference,
+    simulate_fixed_rate,
+)
 
 FloatArray = npt.NDArray[np.float64]
 CALIBRATION_VERSION = 5  # bump when the simulation changes, so cached thresholds are redone
@@ -53,7 +66,6 @@ def simulate_arl(
     length: int = 100_000,
     seed: int = 0,
     chunk: int = 20,
-    fixed_reference: bool = False,
 ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
     """ARL estimate and alarm count for each threshold, from ``streams`` x ``length`` null values.
 
@@ -68,13 +80,7 @@ def simulate_arl(
     half of the run (where the patient references dominate) instead of one exponential fitted
     to all: that estimator, exposure / alarms, undercounts the long tail and made thresholds for
     ARL0 = 10^5 about 15 % too conservative.
-
-    With ``fixed_reference`` the sampler is called once per chunk and the chunk's rows share one
-    reference (see :func:`calibrate_cusum`); the result is ``1 / E[rate]`` over references, each
-    reference's rate (hazard) estimated from its own rows as alarms over time at risk.
     """
-    if fixed_reference:
-        return _fixed_reference_arl(sampler, shifts, direction, thresholds, streams, length, seed, chunk)
     rng = np.random.default_rng(seed)
     d = np.asarray(shifts, dtype=np.float64)
     area = np.zeros(len(thresholds))  # sum of min(run length, length)
@@ -99,45 +105,6 @@ def simulate_arl(
     return np.nan_to_num(arl, nan=np.inf, posinf=np.inf), alarms
 
 
-def _fixed_reference_arl(
-    sampler: Sampler,
-    shifts: Sequence[float],
-    direction: str,
-    thresholds: FloatArray,
-    streams: int,
-    length: int,
-    seed: int,
-    per_reference: int,
-) -> tuple[FloatArray, npt.NDArray[np.int64]]:
-    # Given its reference, a detector that restarts its statistic after each alarm is a renewal
-    # process, so the reference's rate is its hazard: estimated from the first passages of its
-    # rows (alarms / time at risk) and averaged over references, the mean rate E[1 / ARL(ref)]
-    # that a fleet of monitors with fixed references shows.
-    rng = np.random.default_rng(seed)
-    d = np.asarray(shifts, dtype=np.float64)
-    rate_sum = np.zeros(len(thresholds))
-    alarms = np.zeros(len(thresholds), dtype=np.int64)
-    groups = 0
-    for start in range(0, streams, per_reference):
-        runmax = _running_max_no_reset(
-            sampler(rng, (min(per_reference, streams - start), length)), d, direction
-        )
-        hits = np.zeros(len(thresholds), dtype=np.int64)
-        at_risk = np.zeros(len(thresholds))
-        for row in runmax:
-            first = np.searchsorted(row, thresholds, side="left") + 1
-            hits += first <= length
-            at_risk += np.minimum(first, length)
-        # alarms / time at risk, the hazard's estimate, runs high by 1 / (rows - 1) when every
-        # row alarmed (a sum of exponentials); then (alarms - 1) / time is the unbiased one
-        rate_sum += (hits - (hits == len(runmax))) / at_risk
-        alarms += hits
-        groups += 1
-    with np.errstate(divide="ignore"):
-        arl = np.where(rate_sum > 0, groups / rate_sum, np.inf)
-    return arl, alarms
-
-
 def threshold_for_arl(
     thresholds: FloatArray, arl: FloatArray, alarms: npt.NDArray[np.int64], target: float
 ) -> float:
@@ -145,7 +112,8 @@ def threshold_for_arl(
     ok = alarms >= 30  # enough alarms for a stable estimate
     if ok.sum() < 3:
         raise ValueError("calibration saw too few alarms; widen the threshold grid downwards")
-    h, la = thresholds[ok], np.log(arl[ok])
+    # ARL grows with h; an estimate's noise must not make the interpolation go backwards
+    h, la = thresholds[ok], np.maximum.accumulate(np.log(arl[ok]))
     if la[-1] >= math.log(target):  # target within the well-estimated range: interpolate
         return float(np.interp(math.log(target), la, h))
     # beyond it: fit the exponential tail on the upper half of the usable points
@@ -154,34 +122,37 @@ def threshold_for_arl(
     return float((math.log(target) - intercept) / slope)
 
 
+def _grid(arl0: float) -> FloatArray:
+    return np.linspace(1.0, max(4.0, 1.5 * math.log(arl0)), 60)
+
+
 def calibrate_cusum(
-    sampler: Sampler,
+    sampler: Sampler, shifts: Sequence[float], direction: str, arl0: float, seed: int = 0
+) -> float:
+    """Threshold ``h`` (LLR units) at which the bank's ARL0 is ``arl0`` on the sampler's null,
+    for a detector that takes a new reference after each alarm (see :func:`simulate_arl`)."""
+    grid = _grid(arl0)
+    arl, alarms = simulate_arl(sampler, shifts, direction, grid, seed=seed)
+    return threshold_for_arl(grid, arl, alarms, arl0)
+
+
+def calibrate_fixed_cusum(
+    model: ReferenceModel,
     shifts: Sequence[float],
     direction: str,
     arl0: float,
     seed: int = 0,
-    fixed_reference: bool = False,
+    references: int = 1024,
 ) -> float:
-    """Threshold ``h`` (LLR units) at which the bank's ARL0 is ``arl0`` on the sampler's null.
+    """Threshold ``h`` at which a fleet of detectors that keep their reference alarms once per
+    ``arl0`` values on average (see :func:`simulate_fixed_rate`).
 
-    ``fixed_reference``: for a detector that keeps its reference after an alarm (the monitor's).
-    Its rate is that of its reference, and references that happen to sit off the truth alarm
-    far more often than the others: with a 1 000-value reference of a 0/1 stream at p = 0.25,
-    the renewal threshold gave 2.8 times the configured rate over many references, against
-    1.08 times for normal scores. The sampler's rows then share a reference per group of 5.
+    References that happen to sit off the truth alarm far more often than the others, so this
+    ``h`` is higher than the renewal one: with a 1 000-value reference of a 0/1 stream at
+    p = 0.25, the renewal threshold gave 2.8 times the configured rate over many references.
     """
-    grid = np.linspace(1.0, max(4.0, 1.5 * math.log(arl0)), 60)
-    # with a fixed reference, many references are needed (their rates have a heavy tail): 320
-    # groups of 5 streams
-    arl, alarms = simulate_arl(
-        sampler,
-        shifts,
-        direction,
-        grid,
-        seed=seed,
-        chunk=5 if fixed_reference else 20,
-        fixed_reference=fixed_reference,
-    )
+    grid = _grid(arl0)
+    arl, alarms = simulate_fixed_rate(model, shifts, direction, grid, references=references, seed=seed)
     return threshold_for_arl(grid, arl, alarms, arl0)
 
 
@@ -226,6 +197,9 @@ def _disk_cached(key: str, compute: Callable[[], float]) -> float:
     return value
 
 
+FIXED_KEY = "|fixed-is3"  # cache-key suffix of fixed-reference thresholds; bump when their method changes
+
+
 @lru_cache(maxsize=256)
 def gaussian_threshold(
     shifts: tuple[float, ...],
@@ -239,24 +213,23 @@ def gaussian_threshold(
     The simulation draws references too, so ``h`` accounts for the error of standardising
     against a finite reference (which otherwise inflates false alarms), not just for the noise
     of the stream itself: a new reference per stream for a detector that takes a new one after
-    each alarm, one per group of streams for a detector that keeps it (``fixed_reference``, see
-    :func:`calibrate_cusum`).
+    each alarm, or references drawn by importance sampling for a detector that keeps its
+    reference (``fixed_reference``, see :func:`calibrate_fixed_cusum`).
     """
     n = reference_size
     table = normal_score_table(n)
-    key = f"gaussian|{shifts}|{direction}|{arl0}|{n}" + ("|fixed5" if fixed_reference else "")
+    key = f"gaussian|{shifts}|{direction}|{arl0}|{n}"
+    if fixed_reference:
+        model = normal_score_reference(table[::2], min(shifts))
+        return _disk_cached(key + FIXED_KEY, lambda: calibrate_fixed_cusum(model, shifts, direction, arl0))
 
     def draw(rng: np.random.Generator, shape: tuple[int, int]) -> FloatArray:
-        if fixed_reference:  # the group's reference; no ties when continuous
-            return table[_ranks(np.sort(rng.random(n)), rng.random(shape)) * 2]
         z = np.empty(shape)
         for r in range(shape[0]):  # each row against its own reference
             z[r] = table[_ranks(np.sort(rng.random(n)), rng.random(shape[1])) * 2]
         return z
 
-    return _disk_cached(
-        key, lambda: calibrate_cusum(draw, shifts, direction, arl0, fixed_reference=fixed_reference)
-    )
+    return _disk_cached(key, lambda: calibrate_cusum(draw, shifts, direction, arl0))
 
 
 @lru_cache(maxsize=1024)
@@ -271,28 +244,31 @@ def discrete_threshold(
 ) -> float:
     """Threshold for input taking ``values`` with ``probs``, standardised by the mean and standard
     deviation of a reference of ``reference_size`` values drawn from the same distribution (one
-    per stream, or one per group of streams with ``fixed_reference``).
+    per stream, or by importance sampling for a fixed reference, see :func:`discrete_reference`).
 
     (Drawing each stream's truth from the posterior of the reference counts instead was tried
     and measured worse: 1.13 x the configured rate at ARL0 = 10^5 against 0.95 x for this.)
     """
     v = np.asarray(values, dtype=np.float64)
     p = np.asarray(probs) / np.sum(probs)
+    key = f"discrete|{values}|{probs}|{shifts}|{direction}|{arl0}|{reference_size}"
+    if fixed_reference:
+        model = discrete_reference(values, probs, reference_size)
+        # with few atoms each reference costs less to simulate, and a 0/1 error stream's small
+        # allowance (0.3 sd) makes its rate depend on the reference more steeply: twice the references
+        return _disk_cached(
+            key + FIXED_KEY,
+            lambda: calibrate_fixed_cusum(model, shifts, direction, arl0, references=1536),
+        )
 
     def draw(rng: np.random.Generator, shape: tuple[int, int]) -> FloatArray:
         x = v[rng.choice(len(v), size=shape, p=p)]
-        refs = 1 if fixed_reference else shape[0]  # one per group, or one per row
-        ref = v[rng.choice(len(v), size=(refs, reference_size), p=p)]
+        ref = v[rng.choice(len(v), size=(shape[0], reference_size), p=p)]  # one per row
         scale = ref.std(axis=1, keepdims=True)
         z: FloatArray = (x - ref.mean(axis=1, keepdims=True)) / np.where(scale > 0, scale, 1.0)
         return z
 
-    key = f"discrete|{values}|{probs}|{shifts}|{direction}|{arl0}|{reference_size}" + (
-        "|fixed5" if fixed_reference else ""
-    )
-    return _disk_cached(
-        key, lambda: calibrate_cusum(draw, shifts, direction, arl0, fixed_reference=fixed_reference)
-    )
+    return _disk_cached(key, lambda: calibrate_cusum(draw, shifts, direction, arl0))
 
 
 _BUCKETS = 1 << 18
