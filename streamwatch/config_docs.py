@@ -64,7 +64,11 @@ FALLBACK = {
     "topics.dead_letters": "output: events that could not be used, with the reason",
     "topics.partitions": "partitions of the topics created at start",
     "topics.replication_factor": "replication factor of the topics created at start",
-    "batch.max_events": "messages consumed and processed together: larger batches spread the fixed cost per model and call (5000 takes about 0.15 s at 35k events/s); `timeout_seconds` bounds the wait when traffic is low",
+    "batch.max_events": (
+        "messages consumed and processed together: larger batches spread the fixed cost per model "
+        "and call (5000 takes about 0.15 s at 35k events/s); `timeout_seconds` bounds the wait "
+        "when traffic is low"
+    ),
     "batch.timeout_seconds": "longest wait to fill a batch",
     "batch.commit_interval_seconds": "seconds between commits of offsets (and checkpoints)",
     "metrics.host": "address of the HTTP endpoint",
