@@ -65,8 +65,17 @@ from streamwatch.runtime.state import (
 log = logging.getLogger("streamwatch.kafka")
 
 MAX_STATE_RECORD_BYTES = 32 * 1024 * 1024
-_CALL_TIMEOUT = 10.0  # per transactional call; retriable timeouts are retried
+_CALL_TIMEOUT = 10.0  # the timeout given to each transactional call
+# librdkafka 2.16 does not always honour those timeouts: after a broker outage
+# send_offsets_to_transaction can wait forever for a group coordinator it cached before the
+# outage (librdkafka issues #5456 and #5511). Each call therefore runs on a helper thread, and
+# one that is still blocked this long past its own timeout, counting only the time during which
+# the broker answered, is stuck for good: the worker exits 1 and its restart recovers.
+_STUCK_GRACE = 20.0
+_STOP_GRACE = 30.0  # a call blocked this long after a stop was requested ends the process too
 CRASH_PHASES = ("before_offsets", "after_offsets", "after_commit", "in_revoke")
+# besides: "abort" aborts the n-th checkpoint's transaction and rewinds; "stuck" makes the n-th
+# send_offsets_to_transaction never return, as librdkafka's can after a broker outage
 
 
 class KafkaSetupError(RuntimeError):
@@ -247,6 +256,7 @@ class KafkaWorker:
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process
         self.committed: dict[tuple[str, int], int] = {}  # what the last commit stored
         self._txn_open = False
+        self._stuck: str | None = None  # a producer call that never returned: the producer is unusable
         self._delivery_errors = 0
         self._failed = False  # a fatal error: stop, exit 1, and commit nothing more
         self._last_checkpoint = time.monotonic()
@@ -391,6 +401,18 @@ class KafkaWorker:
             for h in logging.getLogger().handlers:
                 h.flush()
             os._exit(137)
+
+    def _stuck_hook(self) -> bool:
+        """Test hook (STREAMWATCH_TEST_CRASH_AT=stuck, _AFTER=n): True at the n-th offsets call."""
+        if self._crash_at != "stuck":
+            return False
+        self._crash_seen += 1
+        if self._crash_seen != self._crash_after:
+            return False
+        log.warning(
+            "test hook: this send_offsets_to_transaction never returns", extra={"event": "test_stuck"}
+        )
+        return True
 
     # -- rebalance callbacks -------------------------------------------------------------------
 
@@ -678,9 +700,15 @@ class KafkaWorker:
             raise KafkaSetupError(_mismatch(counts))
         if self.eos:
             try:
-                self.producer.init_transactions(self._op_timeout)
+                self._bounded(
+                    "init_transactions",
+                    lambda: self.producer.init_transactions(self._op_timeout),
+                    self._op_timeout,
+                )
             except KafkaException as e:
                 raise KafkaSetupError(f"cannot start transactions: {e.args[0].str()}") from None
+            except _FatalError as e:
+                raise KafkaSetupError(f"cannot start transactions: {e}") from None
 
     def run(self, install_signals: bool = True) -> int:
         """Consume until stopped; returns the process exit code."""
@@ -733,11 +761,12 @@ class KafkaWorker:
             self.consumer.close()  # leaves the group; the revoke callback checkpoints
         except (KafkaException, RuntimeError) as e:
             log.warning("closing the consumer: %s", e, extra={"event": "error"})
-        if self.eos and self._txn_open:
-            with contextlib.suppress(KafkaException):
-                self.producer.abort_transaction(10)
-        with contextlib.suppress(KafkaException):  # a fatal producer refuses even this
-            self.producer.flush(10)
+        if self._stuck is None:  # else the producer cannot be touched: the restart aborts
+            if self.eos and self._txn_open:
+                with contextlib.suppress(KafkaException, _FatalError):
+                    self._bounded("abort_transaction", lambda: self.producer.abort_transaction(10), 10)
+            with contextlib.suppress(KafkaException):  # a fatal producer refuses even this
+                self.producer.flush(10)
         if self._restorer is not None:
             self._restorer.close()
 
@@ -872,11 +901,16 @@ class KafkaWorker:
             if self.eos:
                 if offsets:
                     meta = self.consumer.consumer_group_metadata()
-                    self._txn_call(
-                        lambda: self.producer.send_offsets_to_transaction(offsets, meta, _CALL_TIMEOUT)
-                    )
+                    hang = self._stuck_hook()
+
+                    def send() -> None:
+                        self.producer.send_offsets_to_transaction(offsets, meta, _CALL_TIMEOUT)
+                        if hang:
+                            threading.Event().wait()
+
+                    self._txn_call("send_offsets_to_transaction", send)
                 self._crash_point("after_offsets")
-                self._txn_call(lambda: self.producer.commit_transaction(_CALL_TIMEOUT))
+                self._commit()
                 self._txn_open = False
                 if self._delivery_errors:  # cannot happen after a successful commit; be safe
                     raise _AbortError
@@ -960,14 +994,13 @@ class KafkaWorker:
         """Classify a transactional error: fatal (exit 1) or abortable (raise _AbortError)."""
         err: KafkaError = e.args[0]
         if err.fatal() or err.code() == KafkaError._FENCED:
+            fenced = err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
             log.error(
-                "transactional producer failed fatally (fenced by another instance with the same "
-                "state.instance_id?): %s; exiting",
+                "transactional producer failed fatally%s: %s; exiting (the restart resumes from the "
+                "last commit)",
+                " (fenced by another instance with the same state.instance_id?)" if fenced else "",
                 err.str(),
-                extra={
-                    "event": "fenced" if err.code() == KafkaError._FENCED else "error",
-                    "code": err.name(),
-                },
+                extra={"event": "fenced" if fenced else "error", "code": err.name()},
             )
             self._fail()
             raise _FatalError(err.str()) from None
@@ -988,14 +1021,20 @@ class KafkaWorker:
         warned = 0.0
         while True:
             try:
-                fn()
+                self._bounded(what, fn, _CALL_TIMEOUT)
                 return
             except KafkaException as e:
                 err: KafkaError = e.args[0]
                 if self.stop.is_set() and stop_deadline is None:
                     stop_deadline = time.monotonic() + 30.0
                 gave_up = stop_deadline is not None and time.monotonic() > stop_deadline
-                if err.retriable() and not err.fatal() and not self._failed and not gave_up:
+                if (
+                    err.retriable()
+                    and not err.fatal()
+                    and err.code() != KafkaError._CONFLICT  # another call in progress: never clears
+                    and not self._failed
+                    and not gave_up
+                ):
                     if time.monotonic() - warned > 10.0:
                         warned = time.monotonic()
                         log.warning(
@@ -1005,13 +1044,127 @@ class KafkaWorker:
                     continue
                 self._txn_error(e)
 
-    def _txn_call(self, fn: Callable[[], None]) -> None:
+    def _txn_call(self, what: str, fn: Callable[[], None]) -> None:
         # no retries: after a transport failure librdkafka 2.16 can block a retried
         # send_offsets_to_transaction indefinitely; aborting and rewinding always recovers
         try:
-            fn()
+            self._bounded(what, fn, _CALL_TIMEOUT)
         except KafkaException as e:
             self._txn_error(e)
+
+    def _commit(self) -> None:
+        """commit_transaction; a retriable error (a timeout while the broker is away) resumes the
+        same commit, as librdkafka recommends: an abort is refused once a commit has begun."""
+        deadline = time.monotonic() + self._op_timeout
+        warned = 0.0
+        while True:
+            try:
+                self._bounded(
+                    "commit_transaction",
+                    lambda: self.producer.commit_transaction(_CALL_TIMEOUT),
+                    _CALL_TIMEOUT,
+                )
+                return
+            except KafkaException as e:
+                err: KafkaError = e.args[0]
+                if err.retriable() and not err.fatal() and not err.txn_requires_abort():
+                    if not self._failed and not self.stop.is_set() and time.monotonic() < deadline:
+                        if time.monotonic() - warned > 10.0:
+                            warned = time.monotonic()
+                            log.warning(
+                                "commit_transaction retried: %s",
+                                err.str(),
+                                extra={"event": "txn_retry", "step": "commit_transaction"},
+                            )
+                        time.sleep(0.5)
+                        continue
+                    # the commit is still in progress inside librdkafka, which refuses an abort
+                    # ("conflicting commit_transaction API call"): only a restart gets out
+                    log.error(
+                        "commit_transaction did not finish in %.0f s (%s) and cannot be aborted; "
+                        "exiting (the restart resumes from the last commit)",
+                        self._op_timeout,
+                        err.str(),
+                        extra={"event": "txn_stuck", "step": "commit_transaction", "code": err.name()},
+                    )
+                    self._fail()
+                    raise _FatalError(err.str()) from None
+                self._txn_error(e)
+
+    def _bounded(self, what: str, fn: Callable[[], None], timeout: float) -> None:
+        """Run a blocking producer call on a helper thread and return or raise what it does.
+
+        librdkafka does not bound every transactional call by its timeout (see _STUCK_GRACE). The
+        main thread waits here instead, probing the broker every second: while the broker does not
+        answer, the call is waiting out an outage (the loop stays alive for /healthz, not ready for
+        /readyz); once the call has been blocked for ``timeout + _STUCK_GRACE`` seconds of answered
+        probes, or ``_STOP_GRACE`` seconds after a stop was requested, it is stuck: the producer
+        cannot be used, aborted or closed any more, so the worker stops with exit code 1 and its
+        restart aborts the open transaction (same transactional id) and restores the last commit.
+        """
+        if self._stuck is not None:
+            raise _FatalError(f"{self._stuck} never returned")
+        result: list[BaseException] = []
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                fn()
+            except BaseException as e:  # handed to the caller's thread
+                result.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name=f"kafka-{what}", daemon=True).start()
+        t0 = last = time.monotonic()
+        answered = 0.0  # seconds blocked while the broker answered
+        stopped_at: float | None = None
+        warned = 0.0
+        while not done.wait(1.0):
+            reachable = self._broker_answers()
+            now = time.monotonic()
+            if reachable:
+                answered += now - last
+            else:
+                self.exporter.health.connected = False
+                self.exporter.health.beat()  # waiting for the broker, not stalled
+            last = now
+            if self.stop.is_set() and stopped_at is None:
+                stopped_at = now
+            if now - t0 > timeout and now - warned >= 10.0:
+                warned = now
+                log.warning(
+                    "%s has been blocked for %.0f s (%s)",
+                    what,
+                    now - t0,
+                    "the broker answers" if reachable else "no broker reachable: waiting for it",
+                    extra={"event": "txn_blocked", "step": what, "seconds": round(now - t0, 1)},
+                )
+            stuck = answered > timeout + _STUCK_GRACE
+            if stuck or (stopped_at is not None and now - stopped_at > _STOP_GRACE):
+                self._stuck = what
+                log.error(
+                    "%s has not returned in %.0f s %s; the producer is unusable: exiting so that "
+                    "the supervisor restarts the worker, which resumes from the last commit",
+                    what,
+                    now - t0,
+                    "although the broker answers (a librdkafka bug, confluentinc/librdkafka#5456 and #5511)"
+                    if stuck
+                    else "after a stop was requested",
+                    extra={"event": "txn_stuck", "step": what, "seconds": round(now - t0, 1)},
+                )
+                self._fail()
+                raise _FatalError(f"{what} never returned")
+        if result:
+            raise result[0]
+
+    def _broker_answers(self) -> bool:
+        """Whether the producer gets a metadata response from a broker within 2 s."""
+        try:
+            self.producer.list_topics(self.settings.topics.state, timeout=2.0)
+            return True
+        except KafkaException:
+            return False
 
     def _abort_and_rewind(self, leaving: list[int] | None = None) -> None:
         """Abort the open transaction; rebuild the other units' state from the last commit."""

@@ -42,7 +42,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamwatch.alerts import Alert
-from streamwatch.monitor import SNAPSHOT_FORMAT, SNAPSHOT_VERSION, ModelMonitor
+from streamwatch.monitor import READABLE_VERSIONS, SNAPSHOT_FORMAT, ModelMonitor
 
 log = logging.getLogger("streamwatch.state")
 
@@ -313,9 +313,10 @@ def decode_snapshot(key: str, data: bytes, fresh: ModelMonitor) -> ModelMonitor:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise StateRecordError("foreign_format", f"not a {SNAPSHOT_FORMAT} snapshot (format {got!r})")
     version = doc.get("version")
-    if type(version) is not int or version != SNAPSHOT_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise StateRecordError(
-            "unsupported_version", f"snapshot version {version!r}; this build reads {SNAPSHOT_VERSION}"
+            "unsupported_version",
+            f"snapshot version {version!r}; this build reads {', '.join(map(str, READABLE_VERSIONS))}",
         )
     if doc.get("model_id") != key:
         raise StateRecordError(

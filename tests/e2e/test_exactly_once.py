@@ -187,19 +187,16 @@ def test_at_least_once_keeps_state_exact(kafka: str, tmp_path: Path, procs: list
     assert got == set(stream.alerts), "at least once: every alert, repeats allowed"
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (issue 6): after the broker comes back the worker sometimes makes no progress "
-    "for minutes (seen in CI: resumed, raised alerts, then nothing logged for 120 s; a blocked "
-    "transactional call is suspected); when it recovers, counts and alerts are exact",
-)
-def test_broker_outage(tmp_path: Path, procs: list[Proc]) -> None:
-    (
-        """A private broker stops for 30 s mid-stream; the worker (restarted by a supervisor if it
-    exits 1) recovers, nothing lost or repeated."""
-        ""
-    )
+@pytest.mark.timeout(360)
+@pytest.mark.parametrize("at", ["mid_checkpoint", "idle"])
+def test_broker_outage(tmp_path: Path, procs: list[Proc], at: str) -> None:
+    """A private broker stops for 30 s mid-stream; the worker (restarted by a supervisor if it
+    exits 1) recovers, nothing lost or repeated.
+
+    ``mid_checkpoint``: the outage catches a checkpoint's transaction. ``idle``: every input is
+    committed when the broker stops, and the first checkpoint after it returns meets librdkafka's
+    stale group coordinator (send_offsets_to_transaction never returns): the worker must notice
+    and exit 1 instead of stalling (issue 6)."""
     broker = PrivateBroker(tmp_path / "broker")
     broker.up()
     try:
@@ -219,7 +216,10 @@ def test_broker_outage(tmp_path: Path, procs: list[Proc]) -> None:
         w = Proc(w1, log)
         procs.append(w)
         w.wait_ready()
-        wait_until(lambda: progress(broker.bootstrap, group, inputs)[0] > 0, 30, "first commits")
+        if at == "idle":  # every input committed: the outage meets no open transaction
+            wait_done(broker.bootstrap, group, inputs, 60)
+        else:
+            wait_until(lambda: progress(broker.bootstrap, group, inputs)[0] > 0, 30, "first commits")
         broker.down()
         time.sleep(30)
         broker.up()
@@ -240,12 +240,30 @@ def test_broker_outage(tmp_path: Path, procs: list[Proc]) -> None:
         w.wait_ready()
         assert w.stop() == 0
         # a checkpoint caught by the outage aborts; librdkafka 2.16 may then find the
-        # transaction in a fatal state (INVALID_TXN_STATE): the worker exits 1 and its restart
-        # recovers from the state topic. Either way nothing is lost or repeated:
+        # transaction in a fatal state (INVALID_TXN_STATE), or a later send_offsets_to_transaction
+        # never returns: the worker exits 1 and its restart recovers from the state topic. Either
+        # way nothing is lost or repeated:
         assert restarts <= 2
         check_result(stream, cfg)
     finally:
         broker.down()
+
+
+def test_a_stuck_transactional_call_exits_1(kafka: str, tmp_path: Path, procs: list[Proc]) -> None:
+    """A send_offsets_to_transaction that never returns (librdkafka's can, after a broker outage):
+    the worker notices within its grace, exits 1, and its restart finishes exactly."""
+    stream, cfg, topics, group = _setup(tmp_path, kafka, 4, 3000)
+    w1 = _with_instance(cfg, "w1")
+    log = tmp_path / "worker.log"
+    p = Proc(w1, log, {"STREAMWATCH_TEST_CRASH_AT": "stuck", "STREAMWATCH_TEST_CRASH_AFTER": "3"})
+    procs.append(p)
+    assert p.wait(90) == 1, p.text()[-3000:]
+    assert '"event":"txn_stuck"' in p.text()
+    procs.append(last := Proc(w1, log))
+    last.wait_ready()
+    wait_done(kafka, group, [topics["predictions"], topics["labels"]], 60)
+    assert last.stop() == 0
+    check_result(stream, cfg)
 
 
 def test_a_fenced_worker_exits_1(kafka: str, tmp_path: Path, procs: list[Proc]) -> None:
