@@ -683,16 +683,31 @@ class RuntimeCollector(Collector):
                 t["sum"],
             )
             yield h
+        sizes = d.get("snapshot_bytes")
+        if sizes is not None:  # bucket bounds in bytes, as the stats define them
+            h = HistogramMetricFamily(
+                "streamwatch_state_snapshot_bytes",
+                "Snapshot size (JSON, before compression) per model record checkpointed",
+            )
+            counts = map(float, itertools.accumulate(sizes["buckets"].values()))
+            h.add_metric([], list(zip(sizes["buckets"], counts, strict=True)), sizes["sum"])
+            yield h
         for name, key, help_ in (
             ("streamwatch_checkpoints", "checkpoints", "Committed checkpoints"),
             ("streamwatch_state_records", "state_records", "Model snapshots written to the state topic"),
             ("streamwatch_state_bytes", "state_bytes", "Bytes of model snapshots written"),
+            (
+                "streamwatch_state_stored_bytes",
+                "state_stored_bytes",
+                "Bytes model records took on the state topic (compressed, parts included)",
+            ),
+            ("streamwatch_state_part_records", "state_parts", "Extra part records of split snapshots"),
             ("streamwatch_transaction_aborts", "aborts", "Transactions aborted (state rewound)"),
             ("streamwatch_offset_resets", "offset_resets", "Committed offsets found older than retention"),
             ("streamwatch_rebalances", "rebalances", "Partition assignments and revocations"),
         ):
             c = CounterMetricFamily(name, help_)
-            c.add_metric([], d[key])
+            c.add_metric([], d.get(key, 0))
             yield c
         lag = GaugeMetricFamily(
             "streamwatch_consumer_lag",

@@ -173,6 +173,12 @@ def from_state(
                     nbytes += len(data)
                 except SnapshotError as e:
                     notes.append(f"The state of model {model_id!r} (partition {p}) cannot be read: {e}")
+            for q in rp.problems:  # e.g. a split record with a part missing: say so, don't guess
+                if not models or q.key in models:
+                    notes.append(
+                        f"State record {q.topic}[{p}]@{q.offset} (key {q.key!r}) was skipped "
+                        f"({q.reason}: {q.detail})."
+                    )
         keep = {s.model_id for s in states}
         alerts = _read_alerts(reader, t.alerts, keep, timeout) if t.alerts in md.topics else []
         if t.alerts not in md.topics:

@@ -52,11 +52,12 @@ from streamwatch.monitor import ModelMonitor
 from streamwatch.runtime.state import (
     CHECKPOINT_KEY,
     KIND_CHECKPOINT,
-    KIND_MODEL,
+    PART_BYTES,
     RestoredPartition,
     RestoreError,
     RuntimeStats,
     Tag,
+    encode_model_record,
     headers,
     read_state,
     restore_monitors,
@@ -64,7 +65,7 @@ from streamwatch.runtime.state import (
 
 log = logging.getLogger("streamwatch.kafka")
 
-MAX_STATE_RECORD_BYTES = 32 * 1024 * 1024
+MAX_STATE_RECORD_BYTES = 32 * 1024 * 1024  # larger snapshots are compressed and split (state.PART_BYTES)
 _CALL_TIMEOUT = 10.0  # the timeout given to each transactional call
 # librdkafka 2.16 does not always honour those timeouts: after a broker outage
 # send_offsets_to_transaction can wait forever for a group coordinator it cached before the
@@ -266,6 +267,12 @@ class KafkaWorker:
         self._crash_after = int(os.environ.get("STREAMWATCH_TEST_CRASH_AFTER", "1"))
         self._crash_seen = 0
         self._warned: dict[tuple[int, str], float] = {}
+        # (unit, model) -> parts its key space may hold on the state topic: beyond the parts a
+        # checkpoint needs, they are tombstoned (restored from the topic, raised before produce)
+        self._parts: dict[tuple[int, str], int] = {}
+        # tests: split snapshots without building tens of MB (kept below the record limit)
+        part_bytes = int(os.environ.get("STREAMWATCH_TEST_STATE_PART_BYTES", PART_BYTES))
+        self._part_bytes = min(max(1024, part_bytes), PART_BYTES)
         instance = st.instance_id
         user = settings.kafka.client
         self.incremental = str(user.get("group.protocol", "classic")).lower() == "consumer"
@@ -598,6 +605,8 @@ class KafkaWorker:
         models = 0
         nbytes = 0
         for p in units:
+            self._parts = {k: n for k, n in self._parts.items() if k[0] != p}
+            self._parts.update({(p, m): n for m, n in restored[p].stored_parts.items()})
             monitors = self._load(restored[p])
             self.engine.install(p, monitors)
             self.active.add(p)
@@ -847,7 +856,7 @@ class KafkaWorker:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,  # None: a tombstone
         hdrs: list[tuple[str, bytes]] | None,
         partition: int | None = None,
     ) -> None:
@@ -887,12 +896,23 @@ class KafkaWorker:
             units = sorted(set(units) | {s.partition for s in snaps})
             tags = {p: {t: self.positions[(t, p)] for t in self.input_topics} for p in units}
             state = self.settings.topics.state
-            nbytes = 0
+            nbytes = stored = nparts = 0
+            now_parts: dict[tuple[int, str], int] = {}
             for s in snaps:
-                self._produce(
-                    state, s.model_id.encode(), s.data, headers(tags[s.partition], KIND_MODEL), s.partition
+                at = (s.partition, s.model_id)
+                before = self._parts.get(at, 1)
+                recs = encode_model_record(
+                    s.model_id, s.data, tags[s.partition], before, part_bytes=self._part_bytes
                 )
+                n = sum(1 for r in recs if r.value is not None)
+                # until this commits, the topic may hold the old parts or the new ones
+                self._parts[at] = max(before, n)
+                now_parts[at] = n
+                for r in recs:
+                    self._produce(state, r.key, r.value, r.headers, s.partition)
                 nbytes += len(s.data)
+                stored += sum(len(r.value or b"") for r in recs)
+                nparts += n - 1
             for p in units:
                 self._produce(state, CHECKPOINT_KEY, b"{}", headers(tags[p], KIND_CHECKPOINT), p)
             offsets = [TopicPartition(t, p, tags[p][t]) for p in units for t in self.input_topics]
@@ -946,6 +966,7 @@ class KafkaWorker:
             return False
         now = time.perf_counter()
         self._counted = self.engine.counters()
+        self._parts.update(now_parts)  # committed: the unused part keys are tombstoned
         for o in offsets:
             self.committed[(o.topic, o.partition)] = o.offset
         with self.stats.lock:
@@ -954,7 +975,10 @@ class KafkaWorker:
             self.stats.commit.observe(now - tc)
             self.stats.state_records += len(snaps)
             self.stats.state_bytes += nbytes
+            self.stats.state_stored_bytes += stored
+            self.stats.state_parts += nparts
             for s in snaps:
+                self.stats.snapshot_bytes.observe(len(s.data))
                 self.stats.committed_counts[(s.partition, s.model_id)] = (s.events_seen, s.labels_seen)
         self._update_lag()
         log.debug(
@@ -969,6 +993,7 @@ class KafkaWorker:
                 "reason": reason,
                 "models": len(snaps),
                 "bytes": nbytes,
+                "stored_bytes": stored,
                 "partitions": units,
                 "seconds": round(now - t0, 4),
             },

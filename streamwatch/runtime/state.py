@@ -10,7 +10,16 @@ Layout (see docs/operations.md):
 * a **checkpoint record** (key ``\\x00checkpoint``, empty JSON object) is written with every
   checkpoint that moves partition ``p``'s offsets;
 * every record carries header ``sw_src``: JSON ``{topic: next offset}`` of both input
-  partitions ``p`` the record is consistent with, and ``sw_kind`` (``model`` | ``checkpoint``).
+  partitions ``p`` the record is consistent with, and ``sw_kind`` (``model`` | ``part`` |
+  ``checkpoint``).
+
+Large snapshots (:func:`encode_model_record`): a snapshot larger than
+:data:`COMPRESS_ABOVE` is zlib-compressed (header ``sw_enc: zlib``; smaller ones stay plain,
+readable JSON), and an (encoded) value larger than the part size is split into parts produced
+in the same checkpoint with the same ``sw_src``: the model record (key ``model_id``, header
+``sw_parts: n`` and ``sw_crc``: the CRC-32 of the whole value) holds part 0 and **part
+records** (``sw_kind: part``, key ``model_id\\x00part\\x00i``) hold parts ``1 .. n-1``. Part
+keys a model no longer needs are tombstoned in the same checkpoint, so compaction removes them.
 
 Restore reads a state partition from its beginning to its end (``read_committed``; the end is
 found by the partition-EOF event, not by "high watermark - 1", so transaction markers and
@@ -19,6 +28,11 @@ at or below the committed offsets. Records of aborted or never-committed checkpo
 zombies that wrote after they lost the partition, carry a tag beyond the committed offsets
 (or below the newest valid one) and are ignored; that keeps state exact in at-least-once mode
 too, where nothing is transactional.
+
+Restore reassembles a split record only from parts with exactly the model record's tag (and
+CRC), and decompresses with a bound (:data:`MAX_SNAPSHOT_BYTES`); an incomplete or mismatched
+set (``bad_parts``) or a value that does not decode (``bad_encoding``) is a
+:class:`StateProblem` like any corrupt record.
 
 Decoding is strict (:func:`decode_snapshot`): a model record must be JSON (never pickle or
 code), of this build's snapshot format and version, of the model its key names, with the known
@@ -34,9 +48,10 @@ import logging
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -49,12 +64,28 @@ log = logging.getLogger("streamwatch.state")
 CHECKPOINT_KEY = b"\x00checkpoint"
 KIND_MODEL = b"model"
 KIND_CHECKPOINT = b"checkpoint"
+KIND_PART = b"part"
 H_SRC = "sw_src"
 H_KIND = "sw_kind"
+H_ENC = "sw_enc"  # how the value is encoded: absent = plain JSON, "zlib"
+H_PARTS = "sw_parts"  # on a split model record: how many parts, itself included
+H_CRC = "sw_crc"  # on a split model record: CRC-32 (8 hex digits) of the reassembled value
+ENC_ZLIB = b"zlib"
+PART_SEP = b"\x00part\x00"  # part i of model m has key m + PART_SEP + str(i)
+
+# values up to this stay plain JSON (readable with any Kafka tool); larger ones are compressed:
+# a full label store makes snapshots of 20-30 MB that zlib level 1 shrinks about 3x in ~0.3 s
+COMPRESS_ABOVE = 64 * 1024
+ZLIB_LEVEL = 1  # level 6 saves 10-12 % more bytes for 5-7x the CPU (docs/operations.md)
+# parts stay well below the state topic's max.message.bytes (32 MiB) and the fetch sizes
+PART_BYTES = 8 * 1024 * 1024
+# a decoded snapshot larger than this is refused: bounds what a crafted record can make us allocate
+MAX_SNAPSHOT_BYTES = 1024 * 1024 * 1024
+MAX_PARTS = 4096  # a sw_parts header beyond this is not ours
 
 Tag = dict[str, int]  # input topic -> next offset
 
-# why a state record was not restored: the first six mean the record is not what this build
+# why a state record was not restored: the first eight mean the record is not what this build
 # wrote (alert + counter); the last two are normal after a config change (a warning only)
 CORRUPT_REASONS = (
     "bad_headers",  # no valid sw_src / sw_kind headers: not written by streamwatch
@@ -63,6 +94,8 @@ CORRUPT_REASONS = (
     "unsupported_version",  # a snapshot of another format version
     "wrong_model",  # the snapshot of another model than the record's key
     "invalid_snapshot",  # the right envelope, but fields missing, unknown or of the wrong shape
+    "bad_parts",  # a split record whose parts are missing, of another checkpoint, or malformed
+    "bad_encoding",  # an unknown sw_enc, a value that does not decompress, or beyond the size cap
 )
 CONFIG_REASONS = ("unconfigured", "config_changed")
 _DETAIL_CHARS = 300
@@ -92,6 +125,107 @@ def parse_headers(hdrs: Any) -> tuple[Tag | None, bytes]:
         elif k == H_KIND and v:
             kind = v
     return tag, kind
+
+
+def _meta(hdrs: Any) -> dict[str, bytes]:
+    """The encoding headers of a model record (``sw_enc``, ``sw_parts``, ``sw_crc``) that it has."""
+    out: dict[str, bytes] = {}
+    for k, raw in hdrs.items() if isinstance(hdrs, dict) else hdrs or ():
+        if k in (H_ENC, H_PARTS, H_CRC):
+            out[k] = raw.encode() if isinstance(raw, str) else bytes(raw or b"")
+    return out
+
+
+def part_key(model_id: str, i: int) -> bytes:
+    """The key of part ``i`` (>= 1) of model ``model_id``'s record."""
+    return model_id.encode() + PART_SEP + str(i).encode()
+
+
+def split_part_key(key: bytes) -> tuple[str, int] | None:
+    """``(model_id, i)`` of a part record's key, or None if the key is not of that form."""
+    model, sep, idx = key.rpartition(PART_SEP)
+    # canonical decimals only ("01" or "+1" are not ours), within MAX_PARTS
+    if not sep or not model or not idx.isdigit() or len(idx) > 6 or idx != str(int(idx)).encode():
+        return None
+    i = int(idx)
+    return (model.decode("utf-8", "replace"), i) if 1 <= i < MAX_PARTS else None
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    """One record to produce to the state topic; ``value`` None is a tombstone."""
+
+    key: bytes
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def encode_model_record(
+    model_id: str,
+    snapshot: bytes,
+    tag: Mapping[str, int],
+    stored_parts: int = 1,
+    part_bytes: int = PART_BYTES,
+    compress_above: int = COMPRESS_ABOVE,
+) -> list[StateRecord]:
+    """The records that checkpoint one model's snapshot, all tagged ``tag``.
+
+    Parameters
+    ----------
+    model_id, snapshot
+        The model and its :meth:`~streamwatch.monitor.ModelMonitor.snapshot`.
+    tag
+        The ``sw_src`` tag of the checkpoint.
+    stored_parts
+        How many parts (the model record included) the model may have on the topic already:
+        the part keys from ``n`` up to it are tombstoned, ``n`` being the parts needed now.
+    part_bytes, compress_above
+        The largest value of one record, and the snapshot size above which it is compressed.
+
+    Returns
+    -------
+    list of StateRecord
+        The model record first (it alone carries ``sw_enc``, ``sw_parts`` and ``sw_crc``),
+        then parts ``1 .. n-1``, then tombstones; all to be produced in one checkpoint.
+    """
+    value = snapshot
+    meta: list[tuple[str, bytes]] = []
+    if len(snapshot) > compress_above:
+        packed = zlib.compress(snapshot, ZLIB_LEVEL)
+        if len(packed) < len(snapshot):
+            value = packed
+            meta.append((H_ENC, ENC_ZLIB))
+    n = max(1, -(-len(value) // part_bytes))
+    if n > 1:
+        meta += [(H_PARTS, str(n).encode()), (H_CRC, f"{zlib.crc32(value):08x}".encode())]
+    out = [StateRecord(model_id.encode(), value[:part_bytes], headers(tag, KIND_MODEL) + meta)]
+    part = headers(tag, KIND_PART)
+    out += [
+        StateRecord(part_key(model_id, i), value[i * part_bytes : (i + 1) * part_bytes], part)
+        for i in range(1, n)
+    ]
+    out += [StateRecord(part_key(model_id, i), None, part) for i in range(n, stored_parts)]
+    return out
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    """zlib-decompress ``data`` to at most ``limit`` bytes, or raise ``StateRecordError``.
+
+    The output is capped while decompressing (``max_length``), so a small crafted record that
+    would expand to gigabytes (a decompression bomb) costs at most ``limit`` bytes.
+    """
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as e:
+        raise StateRecordError("bad_encoding", f"not zlib data ({e})") from None
+    if len(out) > limit:
+        raise StateRecordError("bad_encoding", f"decompresses to more than {limit} bytes")
+    if not d.eof:
+        raise StateRecordError("bad_encoding", "truncated zlib data")
+    if d.unused_data:
+        raise StateRecordError("bad_encoding", "bytes after the end of the zlib data")
+    return out
 
 
 def tag_ok(tag: Mapping[str, int], committed: Mapping[str, int]) -> bool:
@@ -182,7 +316,22 @@ class RestoredPartition:
     bytes: int = 0
     # model_id -> (offset, timestamp ms) of the record in `records`, to report it if it is bad
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)
-    problems: list[StateProblem] = field(default_factory=list)  # records without valid headers
+    # records without valid headers, and split or encoded records that cannot be reassembled
+    problems: list[StateProblem] = field(default_factory=list)
+    stored_bytes: int = 0  # bytes of the kept records as stored (compressed, all parts)
+    # model_id -> parts its key space may hold on the topic (highest live part index + 1, at
+    # least 1) whatever their tag: the next checkpoint tombstones those it no longer needs
+    stored_parts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Kept:
+    rank: int
+    tag: Tag
+    value: bytes | None  # None: a part's tombstone
+    offset: int
+    timestamp: int
+    meta: dict[str, bytes]
 
 
 def read_state(
@@ -200,11 +349,18 @@ def read_state(
     to that many seconds until the checkpoint record of exactly those offsets shows up: the
     transaction that committed the offsets has written it, and its marker may reach the state
     partition a moment after the offsets became visible.
+
+    The kept records are decoded: a split record is reassembled from the parts of its own
+    checkpoint (same tag, CRC) and a compressed one decompressed (at most
+    :data:`MAX_SNAPSHOT_BYTES`); one that cannot be is left out and reported in ``problems``
+    (``bad_parts``, ``bad_encoding``), so ``records`` holds JSON snapshots only.
     """
     out = {p: RestoredPartition(p, dict(c)) for p, c in committed.items()}
     if not out:
         return out
-    best: dict[tuple[int, str], tuple[int, bytes, int, int]] = {}  # rank, value, offset, timestamp
+    best: dict[tuple[int, str], _Kept] = {}  # the newest valid model record per key
+    parts: dict[tuple[int, str, int], _Kept] = {}  # the newest valid part (or its tombstone)
+    live: dict[tuple[int, str, int], bool] = {}  # part key -> its last record (any tag) has a value
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in out])
     at_end: set[int] = set()
     deadline = time.monotonic() + timeout
@@ -225,13 +381,24 @@ def read_state(
                 rp = out[p]
                 rp.read += 1
                 value = m.value()
-                tag, kind = parse_headers(m.headers())
-                if tag is None or kind not in (KIND_MODEL, KIND_CHECKPOINT):
+                hdrs = m.headers()
+                tag, kind = parse_headers(hdrs)
+                if tag is None or kind not in (KIND_MODEL, KIND_CHECKPOINT, KIND_PART):
                     rp.skipped += 1
                     if value is not None:  # a tombstone without headers is someone's clean-up
                         why = "no valid sw_src/sw_kind headers (not a streamwatch record)"
                         rp.problems.append(_problem(topic, m, "bad_headers", why))
                     continue
+                where = split_part_key(m.key() or b"") if kind == KIND_PART else None
+                if kind == KIND_PART:
+                    if where is None:
+                        rp.skipped += 1
+                        if value is not None:
+                            why = "a part record whose key is not <model>\\x00part\\x00<i>"
+                            rp.problems.append(_problem(topic, m, "bad_parts", why))
+                        continue
+                    # aborted or uncommitted parts are on the topic too: tombstone them later
+                    live[(p, *where)] = value is not None
                 if not tag_ok(tag, rp.committed):
                     rp.skipped += 1
                     continue
@@ -239,14 +406,20 @@ def read_state(
                     if tag == rp.committed:
                         rp.checkpoint_seen = True
                     continue
+                r = _rank(tag)
+                if where is not None:
+                    pk = (p, *where)
+                    kept = parts.get(pk)
+                    if kept is None or r >= kept.rank:
+                        parts[pk] = _Kept(r, tag, value, m.offset() or 0, _timestamp(m), {})
+                    continue
                 key = (m.key() or b"").decode("utf-8", "replace")
                 if value is None:  # a tombstone: the model's state was deleted
                     best.pop((p, key), None)
                     continue
-                r = _rank(tag)
-                old = best.get((p, key))
-                if old is None or r >= old[0]:
-                    best[(p, key)] = (r, value, m.offset() or 0, _timestamp(m))
+                kept = best.get((p, key))
+                if kept is None or r >= kept.rank:
+                    best[(p, key)] = _Kept(r, tag, value, m.offset() or 0, _timestamp(m), _meta(hdrs))
             if at_end >= set(out):
                 waiting = [
                     p
@@ -272,11 +445,57 @@ def read_state(
                 )
     finally:
         consumer.unassign()
-    for (p, key), (_, value, offset, ts) in best.items():
-        out[p].records[key] = value
-        out[p].positions[key] = (offset, ts)
-        out[p].bytes += len(value)
+    for (p, key), head in best.items():
+        rp = out[p]
+        try:
+            data, stored = _assemble(key, head, parts, p)
+        except StateRecordError as e:
+            size = len(head.value or b"")
+            rp.problems.append(
+                StateProblem(topic, p, head.offset, head.timestamp, key[:256], e.reason, e.detail, size)
+            )
+            continue
+        rp.records[key] = data
+        rp.positions[key] = (head.offset, head.timestamp)
+        rp.bytes += len(data)
+        rp.stored_bytes += stored
+    for (p, model, i), alive in live.items():
+        if alive:
+            sp = out[p].stored_parts
+            sp[model] = max(sp.get(model, 1), i + 1)
     return out
+
+
+def _assemble(
+    key: str, head: _Kept, parts: Mapping[tuple[int, str, int], _Kept], p: int
+) -> tuple[bytes, int]:
+    """The snapshot of a kept model record and the bytes it was stored in, or StateRecordError."""
+    value = head.value or b""
+    raw = head.meta.get(H_PARTS)
+    if raw is not None:
+        n = int(raw) if raw.isdigit() and len(raw) <= 6 else 0
+        if not 1 <= n <= MAX_PARTS:
+            raise StateRecordError("bad_parts", f"sw_parts {raw[:20]!r} is not a number of parts")
+        chunks = [value]
+        for i in range(1, n):
+            part = parts.get((p, key, i))
+            if part is None or part.value is None:
+                raise StateRecordError("bad_parts", f"part {i} of {n} is missing")
+            if part.tag != head.tag:
+                # a part of another checkpoint: never mix two snapshots
+                raise StateRecordError(
+                    "bad_parts", f"part {i} of {n} has sw_src {part.tag}, the model record {head.tag}"
+                )
+            chunks.append(part.value)
+        value = b"".join(chunks)
+        if head.meta.get(H_CRC) != f"{zlib.crc32(value):08x}".encode():
+            raise StateRecordError("bad_parts", f"the {n} parts do not match the record's sw_crc")
+    enc = head.meta.get(H_ENC)
+    if enc is None:
+        return value, len(value)
+    if enc != ENC_ZLIB:
+        raise StateRecordError("bad_encoding", f"unknown sw_enc {enc[:40]!r}")
+    return inflate(value, MAX_SNAPSHOT_BYTES), len(value)
 
 
 def _timestamp(m: Any) -> int:
@@ -384,13 +603,30 @@ def restore_monitors(
 class Timing:
     """Count, sum, last and largest duration of one kind of step, plus cumulative-able buckets."""
 
-    BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+    BOUNDS: ClassVar[tuple[float, ...]] = (
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        10.0,
+        30.0,
+    )
 
     count: int = 0
     total: float = 0.0
     last: float = 0.0
     max: float = 0.0
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(Timing.BOUNDS) + 1))
+    buckets: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.buckets:  # per class: a subclass may have other bounds
+            self.buckets = [0] * (len(self.BOUNDS) + 1)
 
     def observe(self, seconds: float) -> None:
         self.count += 1
@@ -413,6 +649,23 @@ class Timing:
 
 
 @dataclass
+class Sizes(Timing):
+    """Like :class:`Timing`, for sizes in bytes (snapshots per model record)."""
+
+    BOUNDS: ClassVar[tuple[float, ...]] = (
+        16_000,
+        64_000,
+        256_000,
+        1_000_000,
+        4_000_000,
+        16_000_000,
+        64_000_000,
+        256_000_000,
+        1_000_000_000,
+    )
+
+
+@dataclass
 class RuntimeStats:
     """What the Kafka runtime did, for the exporter: read it with :meth:`as_dict` (thread-safe).
 
@@ -429,7 +682,10 @@ class RuntimeStats:
     restored_models: int = 0
     restored_bytes: int = 0
     state_records: int = 0  # model records written
-    state_bytes: int = 0
+    state_bytes: int = 0  # their snapshots' bytes (JSON, before compression)
+    state_stored_bytes: int = 0  # the bytes they took on the topic (compressed, parts included)
+    state_parts: int = 0  # part records written for snapshots split into parts (sw_parts > 1)
+    snapshot_bytes: Sizes = field(default_factory=Sizes)  # snapshot size per model record written
     aborts: int = 0  # transactions aborted (then state rewound to the last commit)
     commit_failures: int = 0  # at-least-once commits that failed (retried at the next checkpoint)
     offset_resets: int = 0  # committed offsets older than the retention: data was lost
@@ -453,6 +709,9 @@ class RuntimeStats:
                 "restored_bytes": self.restored_bytes,
                 "state_records": self.state_records,
                 "state_bytes": self.state_bytes,
+                "state_stored_bytes": self.state_stored_bytes,
+                "state_parts": self.state_parts,
+                "snapshot_bytes": self.snapshot_bytes.as_dict(),
                 "aborts": self.aborts,
                 "commit_failures": self.commit_failures,
                 "offset_resets": self.offset_resets,
@@ -467,19 +726,28 @@ class RuntimeStats:
 
 __all__ = [
     "CHECKPOINT_KEY",
+    "COMPRESS_ABOVE",
     "CONFIG_REASONS",
     "CORRUPT_REASONS",
+    "MAX_SNAPSHOT_BYTES",
+    "PART_BYTES",
     "RestoreError",
     "RestoredMonitors",
     "RestoredPartition",
     "RuntimeStats",
+    "Sizes",
     "StateProblem",
+    "StateRecord",
     "StateRecordError",
     "Timing",
     "decode_snapshot",
+    "encode_model_record",
     "headers",
+    "inflate",
     "parse_headers",
+    "part_key",
     "read_state",
     "restore_monitors",
+    "split_part_key",
     "tag_ok",
 ]

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -173,6 +174,13 @@ def _produce(
     assert p.flush(30) == 0
 
 
+def _value(m: Any) -> bytes:
+    """A record's JSON, inflated when the worker compressed it (large state records)."""
+    v = m.value() or b"null"
+    compressed = ("sw_enc", b"zlib") in (m.headers() or [])
+    return zlib.decompress(v) if compressed else v
+
+
 def _read(
     conf: dict[str, Any],
     topic: str,
@@ -195,7 +203,7 @@ def _read(
         got: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while (len(got) < want or (until is not None and not until(got))) and time.monotonic() < deadline:
-            got += [orjson.loads(m.value() or b"null") for m in c.consume(500, 0.5) if m.error() is None]
+            got += [orjson.loads(_value(m)) for m in c.consume(500, 0.5) if m.error() is None]
         return got
     finally:
         c.close()
