@@ -55,8 +55,8 @@ from streamwatch.quality.watch import QualityWatch, invalid_rows
 from streamwatch.sketches import BlockWindow, ReferenceBins
 
 SNAPSHOT_FORMAT = "streamwatch.model-monitor"
-SNAPSHOT_VERSION = 4  # 4: quality watch, withheld and held drift alerts
-READABLE_VERSIONS = (4,)  # the versions this build restores (a newer one may read older ones)
+SNAPSHOT_VERSION = 5  # 4: quality watch, withheld and held drift alerts; 5: joined rows in order
+READABLE_VERSIONS = (4, 5)  # the versions this build restores (a newer one may read older ones)
 # the kind of alert each monitor raises, and how its messages name what drifted
 OUTPUT_UNITS = 4  # budget units of the prediction (2), label (1) and concept-drift (1) detectors
 SUBJECTS = {"data_drift": "Feature", "prediction_drift": "Prediction", "label_drift": "Label"}
@@ -224,9 +224,7 @@ class ModelMonitor:
         else:
             alerts += self._watch_labels(group.event_ids, group.times_ms, group.labels)
         return [
-            replace(a, events_seen=tracker.joined_total, model_version=self.model_version)
-            if a.kind in ("performance", "concept_drift")
-            else a
+            replace(a, model_version=self.model_version) if a.kind in ("performance", "concept_drift") else a
             for a in alerts
         ]
 
@@ -269,14 +267,13 @@ class ModelMonitor:
             return []
         times = np.asarray(group.times_ms, dtype=np.int64)
         predicted, scores = tracker.encode_predictions(group.predictions)
-        alerts = tracker.observe_predictions(group.event_ids, times, predicted, scores)
+        drifting = [self.schema.names[j] for j in np.flatnonzero(self.firing).tolist()]
+        alerts = tracker.observe_predictions(group.event_ids, times, predicted, scores, drifting)
         if self._early_labels[0]:  # the task is known now: the labels that came first
             ids, label_times, labels = self._early_labels
             self._early_labels = ([], [], [])
             alerts += self._watch_labels(ids, label_times, labels)
-        alerts = [
-            replace(a, events_seen=tracker.joined_total, model_version=group.versions[-1]) for a in alerts
-        ]
+        alerts = [replace(a, model_version=group.versions[-1]) for a in alerts]
         out = self._output("prediction")
         if tracker.task == "regression":
             cols = out.schema.columns_of(predicted.reshape(-1, 1), [])

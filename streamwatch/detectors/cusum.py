@@ -151,11 +151,7 @@ class CUSUM(Detector):
                     self.direction,
                     self.arl0,
                     n_key,
-                    # discrete references keep the renewal calibration even when fixed (over
-                    # budget: docs/detection.md): the label join feeds the concept CUSUM in
-                    # prediction-time order when labels come first, which with the honest
-                    # threshold made the e2e label test's concept delay exceed its bound in 3 of 7 runs
-                    False,
+                    not self.rebaseline,
                 )
             )
         else:

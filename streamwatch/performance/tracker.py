@@ -12,8 +12,10 @@ drift and performance estimates. Pure and deterministic, like the monitor that o
   within the tolerance.
 * **Concept drift.** A one-sided CUSUM (:class:`~streamwatch.detectors.cusum.CUSUM`, calibrated
   to the model's false-alarm budget) on the per-event error (0/1 for classes, absolute error for
-  values), fed in prediction-time order within each batch of labels. The alert says whether the
-  inputs drifted at the same time.
+  values). The alert says whether the inputs drifted at the same time.
+* **Order.** Joined events reach all of the above in join-time order (:mod:`.ordering`), so the
+  same events give the same baseline, windows and CUSUM path however the predictions and labels
+  topics interleave.
 * **Estimation.** For classifiers with scores, CBPE (:mod:`.estimation`) calibrated on the
   reference gives expected metrics for every window before its labels arrive.
 """
@@ -46,6 +48,7 @@ from streamwatch.performance.metrics import (
     mean_interval,
     regression_metrics,
 )
+from streamwatch.performance.ordering import JoinOrder, pad_scores, safe_time
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -53,6 +56,9 @@ IntArray = npt.NDArray[np.int64]
 # upper bounds (seconds) of the label-delay histogram's buckets
 DELAY_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0)
 OTHER_CLASS = "__other__"
+# windows are judged each time this many more joined events have been released: at fixed points
+# of the join-time sequence, so verdicts do not depend on how labels were batched
+JUDGE_EVERY = 100
 
 
 _STR_T = frozenset((str,))
@@ -105,7 +111,7 @@ class Rows:
             k = max((c[2].shape[1] for c in self.chunks if c[2] is not None), default=0)
             scores = None
             if k:
-                scores = np.concatenate([_pad(c[2], len(c[0]), k) for c in self.chunks])
+                scores = np.concatenate([pad_scores(c[2], len(c[0]), k) for c in self.chunks])
             self.chunks = [
                 (
                     np.concatenate([c[0] for c in self.chunks]),
@@ -145,13 +151,6 @@ class Rows:
             np.asarray(d["h"], dtype=np.uint64),
         )
         return r
-
-
-def _pad(s: FloatArray | None, n: int, k: int) -> FloatArray:
-    out = np.full((n, k), np.nan)
-    if s is not None:
-        out[:, : s.shape[1]] = s
-    return out
 
 
 @dataclass(slots=True)
@@ -205,6 +204,8 @@ class PerformanceTracker:
         self.window_ms = int(s.window_seconds * 1000)
         self.windows: dict[int, Window] = {}
         self.recent = Rows()  # the count-based window
+        self.order = JoinOrder()  # joined rows waiting for their turn
+        self.label_watermark = np.iinfo(np.int64).min  # newest label time seen
         self.reference = Rows()
         self.reference_ready = False
         self.baseline: dict[str, float] = dict(s.baseline)
@@ -219,6 +220,7 @@ class PerformanceTracker:
         self.delay_counts = np.zeros(len(DELAY_BUCKETS) + 1, dtype=np.int64)
         self.delay_sum_seconds = 0.0
         self.judged_window: int | None = None  # newest window judged against the baseline
+        self.touched: set[int] = set()  # windows that got rows since the last judging point
         self.judged: dict[str, float] = {}
         self._readout: tuple[tuple[int, int, int], Readout] | None = None
         self.history = PerformanceHistory()  # the windows judged or expired, for reports
@@ -255,7 +257,12 @@ class PerformanceTracker:
         return self._encode_classes(predictions)
 
     def observe_predictions(
-        self, ids: list[str], times: IntArray, predicted: FloatArray, scores: FloatArray | None
+        self,
+        ids: list[str],
+        times: IntArray,
+        predicted: FloatArray,
+        scores: FloatArray | None,
+        input_drift: Sequence[str] = (),
     ) -> list[Alert]:
         """Store predictions for the join; count them in their windows; add their estimates."""
         completed = self.join.add_predictions(ids, times, predicted, None, scores)
@@ -271,8 +278,8 @@ class PerformanceTracker:
             slots = np.array([c[0] for c in completed], dtype=np.int64)
             labels = [c[1] for c in completed]
             ltimes = np.array([c[2] for c in completed], dtype=np.int64)
-            return self._joined(Joined(slots, labels, ltimes), [])
-        return []
+            self._hold(Joined(slots, labels, ltimes))
+        return self._release(list(input_drift))
 
     def _encode_classes(self, predictions: Sequence[dict[str, Any]]) -> tuple[FloatArray, FloatArray | None]:
         score_dicts = list(map(dict.get, predictions, repeat("scores")))
@@ -348,14 +355,20 @@ class PerformanceTracker:
             self._remember(i)
             del self.windows[i]
 
-    def _remember(self, i: int, values: dict[str, float] | None = None) -> None:
+    def _remember(self, i: int, values: dict[str, float] | None = None, known: int | None = None) -> None:
         """Window ``i`` into the history: when judged, and with its final labels when it leaves."""
         w = self.windows[i]
         if values is None:
             values = self.metrics_of(w.rows) if self.task is not None else {}
         shown = {k: values[k] for k in tuple(self.baseline) or self.judged_metrics if k in values}
         self.history.record(
-            i, i * self.window_ms, shown, self.baseline, self.coverage(i), len(w.rows), w.predictions
+            i,
+            i * self.window_ms,
+            shown,
+            self.baseline,
+            self.coverage(i) if known is None else min(1.0, len(w.rows) / max(known, 1)),
+            len(w.rows),
+            w.predictions if known is None else known,
         )
 
     def _evicted(self, slots: IntArray) -> None:
@@ -366,6 +379,7 @@ class PerformanceTracker:
                 self.windows[i].predictions -= c
         for w in self.windows.values():
             w.rows.keep(self.join.in_sample(w.rows.arrays()[4]))
+        self.order.keep(self.join.in_sample)
 
     # -- labels ---------------------------------------------------------------------------------
 
@@ -373,33 +387,88 @@ class PerformanceTracker:
         self, ids: list[str], times: IntArray, labels: list[Any], input_drift: list[str]
     ) -> list[Alert]:
         self.join.on_evict = self._evicted
-        return self._joined(self.join.match_labels(ids, times, labels), input_drift)
+        if len(times):
+            self.label_watermark = max(self.label_watermark, int(times.max()))
+        self._hold(self.join.match_labels(ids, times, labels))
+        return self._release(input_drift)
 
     def _encode_labels(self, labels: list[Any]) -> FloatArray:
         if self.task == "regression":
             return np.array([_number(v) for v in labels], dtype=np.float64)
         return self._codes(labels)
 
-    def _joined(self, joined: Joined, input_drift: list[str]) -> list[Alert]:
+    def _hold(self, joined: Joined) -> None:
+        """Joined labels, encoded and checked, into the join-order buffer."""
         if len(joined.slots) == 0 or self.task is None:
-            return []
+            return
         j = self.join
-        order = np.argsort(j.times[joined.slots], kind="stable")  # prediction-time order
-        slots = joined.slots[order]
-        y_true = self._encode_labels([joined.labels[i] for i in order.tolist()])
-        label_times = joined.label_times[order]
-        ok = np.isfinite(y_true) & np.isfinite(j.predicted[slots])
+        y_true = self._encode_labels(joined.labels)
+        ok = np.isfinite(y_true) & np.isfinite(j.predicted[joined.slots])
         self.invalid_labels += int((~ok).sum())
-        slots, y_true, label_times = slots[ok], y_true[ok], label_times[ok]
+        slots, y_true, label_times = joined.slots[ok], y_true[ok], joined.label_times[ok]
         if len(slots) == 0:
-            return []
-        y_pred = j.predicted[slots]
+            return
         pred_times = j.times[slots]
-        hashes = j.hashes[slots]
-        scores = None if j.scores is None else j.scores[slots].copy()
         self._count_delays((label_times - pred_times) / 1000.0)
+        scores = None if j.scores is None else j.scores[slots].copy()
+        at = np.maximum(pred_times, label_times)
+        self.order.add(at, y_true, j.predicted[slots].copy(), scores, pred_times, j.hashes[slots].copy())
+
+    def _release(self, input_drift: list[str]) -> list[Alert]:
+        """The joined rows no event still to come can precede, in join-time order."""
+        if not self.order.chunks:
+            return []
+        waiting = self.join.waiting
+        earliest = min(t for _, t in waiting.values()) if waiting else None
+        safe = safe_time(self.label_watermark, self.join.watermark, earliest)
+        rows = self.order.release(safe, keep_at_most=self.settings.max_open_predictions)
+        if len(rows[0]) == 0:
+            return []
+        return self._joined(*rows, input_drift)
+
+    def _joined(
+        self,
+        join_times: IntArray,
+        y_true: FloatArray,
+        y_pred: FloatArray,
+        scores: FloatArray | None,
+        pred_times: IntArray,
+        hashes: npt.NDArray[np.uint64],
+        input_drift: list[str],
+    ) -> list[Alert]:
+        """Joined rows, in join-time order, cut at the judging points."""
+        if self.task is None:
+            return []
+        alerts: list[Alert] = []
+        n, start = len(join_times), 0
+        while start < n:
+            end = min(n, start + JUDGE_EVERY - self.joined_total % JUDGE_EVERY)
+            alerts += self._segment(
+                join_times[start:end],
+                y_true[start:end],
+                y_pred[start:end],
+                None if scores is None else scores[start:end],
+                pred_times[start:end],
+                hashes[start:end],
+                input_drift,
+            )
+            start = end
+        return alerts
+
+    def _segment(
+        self,
+        join_times: IntArray,
+        y_true: FloatArray,
+        y_pred: FloatArray,
+        scores: FloatArray | None,
+        pred_times: IntArray,
+        hashes: npt.NDArray[np.uint64],
+        input_drift: list[str],
+    ) -> list[Alert]:
+        """Rows up to the next judging point into the windows, the baseline and the CUSUM."""
         widx = pred_times // self.window_ms
         touched = np.unique(widx).tolist()
+        self.touched.update(touched)
         for i in touched:
             if i in self.windows:
                 m = widx == i
@@ -410,7 +479,7 @@ class PerformanceTracker:
         self.recent.tail(self.settings.window_events)
         first_new = 0
         if not self.reference_ready:
-            first_new = min(len(slots), self.settings.reference_labels - len(self.reference))
+            first_new = min(len(join_times), self.settings.reference_labels - len(self.reference))
             self.reference.add(
                 y_true[:first_new],
                 y_pred[:first_new],
@@ -421,18 +490,25 @@ class PerformanceTracker:
             if len(self.reference) >= self.settings.reference_labels:
                 self._fit_reference()
         alerts: list[Alert] = []
-        if self.cusum is not None and first_new < len(slots):
-            errors = self._errors(y_true[first_new:], y_pred[first_new:])
+        n = len(join_times)
+        alarms: list[tuple[int, float, float]] = []  # (row, statistic, threshold)
+        if self.cusum is not None and first_new < n:
             base = self.cusum.n_seen
-            for d in self.cusum.update(errors):
-                at = first_new + d.at - base
-                t_ms = int(label_times[at])
-                alerts += self._concept_alarm(d.statistic, d.threshold, at, t_ms, input_drift)
-        self.joined_total += len(slots)
-        if self.concept_firing and self.joined_total - self.last_concept_alarm >= self.settings.window_events:
-            alerts.append(self._concept_resolved(int(label_times[-1])))
-        if self.reference_ready:
-            alerts += self._judge(touched)
+            errors = self._errors(y_true[first_new:], y_pred[first_new:])
+            alarms = [(first_new + d.at - base, d.statistic, d.threshold) for d in self.cusum.update(errors)]
+        # the alert resolves once window_events rows have passed without an alarm: at that row
+        for at, stat, threshold in [*alarms, (n, 0.0, 0.0)]:
+            if self.concept_firing:
+                quiet_until = self.last_concept_alarm + self.settings.window_events - self.joined_total - 1
+                if quiet_until < at:
+                    alerts.append(self._concept_resolved(int(join_times[quiet_until])))
+            if at < n:
+                alerts += self._concept_alarm(stat, threshold, at, int(join_times[at]), input_drift)
+        self.joined_total += n
+        if self.joined_total % JUDGE_EVERY == 0:
+            if self.reference_ready:
+                alerts += self._judge(sorted(self.touched), int(join_times[-1]))
+            self.touched.clear()
         return alerts
 
     def _errors(self, y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
@@ -535,15 +611,32 @@ class PerformanceTracker:
             return float("nan")
         return min(1.0, len(w.rows) / w.predictions)
 
-    def _judge(self, touched: list[int]) -> list[Alert]:
+    def known_predictions(self, i: int, t_ms: int) -> int:
+        """Predictions of window ``i`` made at or before ``t_ms``: all of them once the window has
+        ended, else those in the label store (which holds every kept prediction until the TTL)."""
+        w = self.windows.get(i)
+        if w is None:
+            return 0
+        if t_ms >= (i + 1) * self.window_ms - 1:
+            return w.predictions
+        j = self.join
+        return int(np.count_nonzero((j.batch_of > 0) & (j.times >= i * self.window_ms) & (j.times <= t_ms)))
+
+    def _coverage_at(self, i: int, t_ms: int) -> float:
+        n = self.known_predictions(i, t_ms)
+        return min(1.0, len(self.windows[i].rows) / n) if n > 0 else float("nan")
+
+    def _judge(self, touched: list[int], t_ms: int) -> list[Alert]:
+        """Judge the newest ready window at join time ``t_ms`` (a judging point): its coverage
+        counts the predictions known by then, so the verdict depends on the events only."""
         s = self.settings
         ready = [
             i
             for i in touched
             if i in self.windows
             and len(self.windows[i].rows) >= s.min_labels
-            and self.coverage(i) >= s.min_coverage
             and (self.judged_window is None or i >= self.judged_window)
+            and self._coverage_at(i, t_ms) >= s.min_coverage
         ]
         if not ready:
             return []
@@ -556,10 +649,11 @@ class PerformanceTracker:
         rows = w.rows
         values = self.metrics_of(rows)
         self.judged = values
-        self._remember(i, values)
+        known = self.known_predictions(i, t_ms)
+        coverage = min(1.0, len(rows) / known) if known > 0 else float("nan")
+        self._remember(i, values, known)
         intervals = self._intervals(rows, values, s.confidence, seed=i & 0x7FFFFFFF)
         alerts = []
-        t_ms = int(self.join.watermark)
         for metric, base in self.baseline.items():
             v = values.get(metric)
             if v is None or not np.isfinite(v) or metric not in intervals:
@@ -572,10 +666,12 @@ class PerformanceTracker:
             recovered = (v >= base - s.tolerance) if higher else (v <= base + s.tolerance)
             if worse and not self.firing.get(metric):
                 self.firing[metric] = True
-                alerts.append(self._performance_alert(metric, v, base, (lo, hi), i, t_ms, "firing"))
+                alerts.append(self._performance_alert(metric, v, base, (lo, hi), i, t_ms, coverage, "firing"))
             elif recovered and self.firing.get(metric):
                 self.firing[metric] = False
-                alerts.append(self._performance_alert(metric, v, base, (lo, hi), i, t_ms, "resolved"))
+                alerts.append(
+                    self._performance_alert(metric, v, base, (lo, hi), i, t_ms, coverage, "resolved")
+                )
         return alerts
 
     def _performance_alert(
@@ -586,10 +682,10 @@ class PerformanceTracker:
         interval: tuple[float, float],
         window: int,
         t_ms: int,
+        cov: float,
         status: str,
     ) -> Alert:
         start = window * self.window_ms
-        cov = self.coverage(window)
         firing = status == "firing"
         verb = "fell to" if metric in HIGHER_IS_BETTER else "rose to"
         msg = (
@@ -614,7 +710,7 @@ class PerformanceTracker:
             threshold=round(base, 6),
             detected_at_ms=t_ms,
             change_started_at_ms=start if firing else None,
-            events_seen=0,
+            events_seen=self.joined_total,
             message=msg,
             details={
                 "metric": metric,
@@ -665,7 +761,7 @@ class PerformanceTracker:
                 threshold=round(threshold, 6),
                 detected_at_ms=t_ms,
                 change_started_at_ms=began,
-                events_seen=0,
+                events_seen=self.last_concept_alarm,
                 message=(
                     f"The {what} of model '{self.model_id}' rose from {ref_err:.3g} to {now_err:.3g}"
                     + (f" since about {format_timestamp(began)}" if began is not None else "")
@@ -686,6 +782,7 @@ class PerformanceTracker:
 
     def _concept_resolved(self, t_ms: int) -> Alert:
         self.concept_firing = False
+        quiet_since = self.last_concept_alarm
         return Alert(
             model_id=self.model_id,
             model_version=None,
@@ -698,7 +795,7 @@ class PerformanceTracker:
             threshold=0.0 if self.cusum is None else round(self.cusum.threshold, 6),
             detected_at_ms=t_ms,
             change_started_at_ms=None,
-            events_seen=0,
+            events_seen=quiet_since + self.settings.window_events,
             message=(
                 f"The errors of model '{self.model_id}' have been back at their reference level for "
                 f"{self.settings.window_events} labelled events."
@@ -771,6 +868,8 @@ class PerformanceTracker:
                 for i, w in sorted(self.windows.items())
             ],
             "recent": self.recent.to_dict(),
+            "order": self.order.to_dict(),
+            "label_watermark": self.label_watermark,
             "reference": self.reference.to_dict(),
             "reference_ready": self.reference_ready,
             "baseline": self.baseline,
@@ -785,6 +884,7 @@ class PerformanceTracker:
             "delay_counts": self.delay_counts,
             "delay_sum_seconds": self.delay_sum_seconds,
             "judged_window": self.judged_window,
+            "touched": sorted(self.touched),
             "judged": self.judged,
             "history": self.history.to_dict(),
         }
@@ -803,6 +903,9 @@ class PerformanceTracker:
             w.predictions, w.rows, w.estimated_predictions = int(preds), Rows.from_dict(rows), int(est_n)
             w.expected = None if expected is None else ExpectedConfusion.from_dict(expected)
         t.recent = Rows.from_dict(d["recent"])
+        if "order" in d:  # snapshot v5 on; before it rows were never held
+            t.order = JoinOrder.from_dict(d["order"])
+            t.label_watermark = int(d["label_watermark"])
         t.reference = Rows.from_dict(d["reference"])
         t.reference_ready = bool(d["reference_ready"])
         t.baseline, t.baseline_se = dict(d["baseline"]), dict(d["baseline_se"])
@@ -816,6 +919,7 @@ class PerformanceTracker:
         t.delay_counts = np.asarray(d["delay_counts"], dtype=np.int64)
         t.delay_sum_seconds = float(d["delay_sum_seconds"])
         t.judged_window = d["judged_window"]
+        t.touched = set(d.get("touched", ()))
         t.judged = dict(d["judged"])
         if d.get("history") is not None:  # absent from snapshots of builds before the report
             t.history = PerformanceHistory.from_dict(d["history"])
@@ -859,7 +963,7 @@ def _number(v: Any) -> float:
 
 
 def _normalised(scores: FloatArray, k: int) -> FloatArray:
-    s = np.nan_to_num(_pad(scores, len(scores), k), nan=0.0)
+    s = np.nan_to_num(pad_scores(scores, len(scores), k), nan=0.0)
     total = s.sum(axis=1, keepdims=True)
     out: FloatArray = np.where(total > 0, s / np.where(total > 0, total, 1.0), 1.0 / k)
     return out

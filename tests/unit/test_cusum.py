@@ -58,15 +58,7 @@ def test_false_alarm_rate_matches_the_configured_arl0(make, direction: str) -> N
     assert 0.85 * expected <= alarms <= 1.15 * expected, (alarms, expected)
 
 
-_DISCRETE_RENEWAL = pytest.mark.xfail(
-    strict=True,
-    reason="discrete references still use the renewal threshold (x1.4 here): docs/detection.md",
-)
-
-
-@pytest.mark.parametrize(
-    ("make", "direction"), [(_gauss, "both"), pytest.param(_bern, "up", marks=_DISCRETE_RENEWAL)]
-)
+@pytest.mark.parametrize(("make", "direction"), [(_gauss, "both"), (_bern, "up")])
 def test_a_fixed_reference_holds_the_configured_rate_on_average(make, direction: str) -> None:  # type: ignore[no-untyped-def]
     # The monitor's CUSUMs and the concept-drift CUSUM keep their reference (rebaseline=False):
     # each reference has its own rate, and the calibration targets their mean, for continuous

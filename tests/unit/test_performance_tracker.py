@@ -65,8 +65,8 @@ def _tracker(**kw: Any) -> PerformanceTracker:
 
 def test_quiet_without_change() -> None:
     """20 streams of 12 000 labelled events (220 000 after the reference) against a budget of one
-    false concept alarm per 100 000: 2.2 expected; 9 is beyond the 99.9 % Poisson quantile even
-    at the 1.4x over-rate measured for fixed-reference CUSUMs. No performance alert at all."""
+    false concept alarm per 100 000: 2.2 expected (the fixed-reference calibration holds it on
+    average over references); 9 is beyond the 99.9 % Poisson quantile. No performance alert at all."""
     alerts = []
     for seed in range(20):
         alerts += _run(_tracker(), _stream(seed, 12_000, None))
@@ -199,3 +199,60 @@ def test_label_drift_alerts_do_not_depend_on_how_the_topics_interleave() -> None
     reference = run(0)
     assert reference, "flipped labels move the label distribution: label drift expected"
     assert run(1500) == reference
+
+
+def _interleaved(events: list[tuple[int, str, Any]], seed: int, labels_ahead: bool) -> list[list]:
+    """The two topics, each in its own order, read in random-sized batches by a consumer that
+    takes whichever topic a coin picks (or, ``labels_ahead``, mostly the labels topic)."""
+    rng = np.random.default_rng(seed)
+    queues = {"p": [e for e in events if e[1] == "p"], "l": [e for e in events if e[1] == "l"]}
+    pos = {"p": 0, "l": 0}
+    batches = []
+    while pos["p"] < len(queues["p"]) or pos["l"] < len(queues["l"]):
+        kind = "l" if rng.random() < (0.8 if labels_ahead else 0.5) else "p"
+        if pos[kind] >= len(queues[kind]):
+            kind = "p" if kind == "l" else "l"
+        n = int(rng.integers(1, 300))
+        batches.append(queues[kind][pos[kind] : pos[kind] + n])
+        pos[kind] += n
+    return batches
+
+
+def test_label_driven_alerts_do_not_depend_on_how_the_topics_interleave() -> None:
+    """Joined events reach the baseline, the windows and the CUSUM in join-time order, and
+    windows are judged at fixed points of that order, so the concept-drift and performance
+    alerts (and their ids) are the same whether labels trail, interleave or run ahead."""
+    events = _stream(8, 9_000, flip_at=4_500, delay_s=120.0)
+
+    def run(batches: list[list]) -> tuple[list, PerformanceTracker]:
+        t, alerts = _tracker(), []
+        for b in batches:
+            alerts += _run(t, b, batch=len(b))
+        return [(a.alert_id, a.detected_at_ms, a.change_started_at_ms, a.statistic) for a in alerts], t
+
+    reference, t0 = run([events[k : k + 400] for k in range(0, len(events), 400)])
+    kinds = {(a.kind, a.status) for a in _run(_tracker(), events)}
+    assert {("concept_drift", "firing"), ("performance", "firing")} <= kinds
+    for seed, ahead in [(1, False), (2, True), (3, True)]:
+        alerts, t = run(_interleaved(events, seed, ahead))
+        assert alerts == reference, (seed, ahead)
+        assert t.baseline == t0.baseline and t.joined_total == t0.joined_total
+        assert t.cusum is not None and t0.cusum is not None
+        assert t.cusum.to_dict() == t0.cusum.to_dict()
+
+
+def test_a_version_4_snapshot_restores_with_an_empty_join_order() -> None:
+    from streamwatch.decode import RawMessage
+
+    s = Scenario(name="concept_drift", events=3000, change_at=2000, label_share=1.0,
+                 label_delay_seconds=2.0, seed=5)  # fmt: skip
+    preds, labels = generate(s)
+    engine = Engine(load_config(None, models=s.config()))
+    engine.process_predictions([RawMessage(orjson.dumps(e)) for e in preds])
+    engine.process_labels([RawMessage(orjson.dumps(e)) for e in labels[:2500]])
+    doc = orjson.loads(engine.take_dirty()[0].data)
+    assert doc["version"] == 5
+    for k in ("order", "label_watermark", "touched"):  # what version 5 added
+        del doc["performance"][k]
+    m = ModelMonitor.restore(orjson.dumps({**doc, "version": 4}))
+    assert m.performance is not None and m.performance.joined_total == 2500 and len(m.performance.order) == 0

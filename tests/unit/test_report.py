@@ -60,7 +60,8 @@ def mean_shift(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def concept(tmp_path_factory: pytest.TempPathFactory) -> str:
-    d = write_stream(tmp_path_factory.mktemp("concept"), scenario("concept_drift"))
+    # labels 5 s behind, so the baseline (the first labelled events) comes from before the flip
+    d = write_stream(tmp_path_factory.mktemp("concept"), scenario("concept_drift", label_delay_seconds=5.0))
     inp = from_replay(load_config(d / "config.yaml"), d / "predictions.jsonl", d / "labels.jsonl")
     return render(inp)
 

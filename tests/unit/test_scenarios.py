@@ -47,6 +47,9 @@ def _scenario(name: str) -> Scenario:
         events=EVENTS,
         change_at=CHANGE,
         shift_feature="age" if name == "column_swap" else "income",
+        # labels a few seconds behind, as in a live pipeline: delays longer than the stream itself
+        # would make the first labelled events (the baseline) a sample of the whole stream
+        label_delay_seconds=600.0 if name == "label_delay" else 5.0,
         seed=3,
     )
 
@@ -95,7 +98,8 @@ def test_label_delay_shows_in_the_delay_histogram(tmp_path: Path) -> None:
 
 
 def test_the_tour_finds_each_stage_in_order(tmp_path: Path) -> None:
-    s = Scenario(name="tour", events=8_000, label_share=0.8, seed=5)  # labels: baseline before the flip
+    # labels 5 s behind: the baseline comes from before the flip
+    s = Scenario(name="tour", events=8_000, label_share=0.8, label_delay_seconds=5.0, seed=5)
     truth = s.truth()
     assert [c["scenario"] for c in truth["changes"]] == [
         "concept_drift",
