@@ -44,8 +44,13 @@ instead, by the sliding range of the last values' prefix sums. The pairs a bound
 are tested one by one, window by window in time order, and only the check times still flagged
 are tested exactly, on the bucket list river would hold then, rebuilt from the values by the
 same pairwise merges. So the screen costs speed, never exactness, and a detection stops the
-work on the chunk. Batches of fewer than ``_SMALL_BATCH`` values go through a plain port of
-river's per-value update, which is the reference for the rest.
+work on the chunk. Short runs between detections (frequent detections) make chunks short, so the
+cost per chunk matters as much as the cost per value: the tiers with few blocks share one numpy
+pass on a cached flat layout of their pairs, the per-check-time tests of the pairs not cleared
+run a few windows at a time (after a change most pairs fail, and the work past the detection is
+lost), and the prefix sums are centred on the window mean early in the chunk, so that a change
+late in the chunk does not loosen the bounds before it. Batches of fewer than ``_SMALL_BATCH``
+values go through a plain port of river's per-value update, which is the reference for the rest.
 
 Intended differences from river: non-finite values are skipped (river would let a NaN poison
 the window); ``width`` is an ``int`` (river returns a float); ``max_buckets`` must be at least 2
@@ -86,6 +91,9 @@ _BANDS = 3  # with clock 1, newer sides shorter than _TIER * 2**_BANDS are bound
 _GRID = 1 << 14  # slots x blocks per numpy pass, to stay in cache
 _WINDOW_TIER = 8  # pairs not cleared are resolved 2**8 check times at a time, in order
 _REL_MARGIN = 1e-9  # relative slack on the screen's threshold, on top of the rounding bound
+_BAND_BATCH = 256  # band rows given the direct test at once (windows in order), about
+_CENTRE_AT = 256  # window length at which the screen takes its centre, see _Chunk
+_FUSE = 1 << 12  # tiers of at most this many (block, slot) pairs share one numpy pass
 
 Levels = list[list[float]]
 Starts = list[list[int]]
@@ -158,6 +166,57 @@ def _slot_table(max_buckets: int, lo: int, hi: float, max_level: int) -> _SlotTa
         need_bit=(rank == m).astype(np.int64),
         max_level=max(levels, default=-1),
     )
+
+
+class _FusedLayout(NamedTuple):
+    """Every (block, slot) pair of a set of small tiers, flattened: one entry per pair."""
+
+    tier: IntArray
+    block: IntArray
+    pyr: IntArray  # index of the block in the tiers' pyramid levels, concatenated in order
+    level: IntArray
+    rank: IntArray
+    base: IntArray
+    low_mask: IntArray
+    lo: FloatArray
+    hi: FloatArray
+
+
+@lru_cache(maxsize=32)  # entries of up to a few hundred kB
+def _fused_layout(
+    max_buckets: int, max_top: int, nj: int, specs: tuple[tuple[int, int, float], ...]
+) -> _FusedLayout:
+    """The pairs of the tiers ``specs`` (``(tier, lo, hi)`` each) over ``nj`` check times.
+
+    The layout depends on the chunk only through these arguments, so it is cached: chunks of
+    the same length (the common case) reuse it. The arrays are shared: never modify them.
+    """
+    parts: list[list[npt.NDArray[Any]]] = [[] for _ in _FusedLayout._fields]
+    offset = 0
+    for tier, lo, hi in specs:
+        tab = _slot_table(max_buckets, lo, hi, max_top)
+        nb = -(-nj >> tier)  # blocks of 2**tier check times, the last one maybe partial
+        size = nb * tab.level.size
+        block = np.tile(np.arange(nb, dtype=np.int64), tab.level.size)
+        slot = np.repeat(np.arange(tab.level.size), nb)
+        for part, value in zip(
+            parts,
+            (
+                np.full(size, tier, dtype=np.int64),
+                block,
+                block + offset,
+                tab.level[slot],
+                tab.rank[slot],
+                tab.base[slot],
+                tab.low_mask[slot],
+                np.full(size, float(lo)),
+                np.full(size, hi),
+            ),
+            strict=True,
+        ):
+            part.append(value)
+        offset += nb
+    return _FusedLayout(*(np.concatenate(part) for part in parts))
 
 
 def _slots(mm: IntArray, top: IntArray, tab: _SlotTable, max_buckets: int) -> tuple[IntArray, BoolArray]:
@@ -341,16 +400,19 @@ class _Chunk:
         self.mm = ns + (self.mb - 1)
         self.top = _top_levels(ns, self.mb)
         self.max_top = int(self.top[-1])
-        self.cc = float(self.sn[-1] / self.nf[-1])  # centre of the prefix sums Q = S - cc n
+        # centre of the prefix sums Q = S - cc n: the window mean early in the chunk (once it
+        # holds _CENTRE_AT values), so that a change late in the chunk does not loosen the
+        # bounds before it, where the first detection is looked for
+        tc = int(np.searchsorted(ns, min(max(int(ns[0]), _CENTRE_AT), int(ns[-1]))))
+        self.cc = float(self.sn[tc] / self.nf[tc])
         shrink = 1.0 - _REL_MARGIN  # the threshold factors carry the relative margin
-        with np.errstate(all="ignore"):
-            self.s2 = variances[it] / self.nf
-            self.dp = np.log(2.0 * np.log(self.nf) / det.delta)
-            self.mu = self.sn / self.nf
-            self.m0 = 1.0 / (self.nf - (self.lmin - 1.0))  # 1/(n0 - l + 1) >= this, as n0 < n
-            self.a0 = (2.0 * shrink * shrink) * self.dp
-            self.b0 = (_TWO_THIRDS * shrink) * self.dp
-            self.q = self.sn - self.cc * self.nf
+        self.s2 = variances[it] / self.nf
+        self.dp = np.log(2.0 * np.log(self.nf) / det.delta)
+        self.mu = self.sn / self.nf
+        self.m0 = 1.0 / (self.nf - (self.lmin - 1.0))  # 1/(n0 - l + 1) >= this, as n0 < n
+        self.a0 = (2.0 * shrink * shrink) * self.dp
+        self.b0 = (_TWO_THIRDS * shrink) * self.dp
+        self.q = self.sn - self.cc * self.nf
         # per tier: block max and min of q, block min of s2 (blocks of 2**tier check times)
         self.pyramid: Pyramid = [(self.q, self.q, self.s2)]
 
@@ -370,7 +432,8 @@ class _Chunk:
         if clock == 1 and nj >= 2 << _BANDS:
             first_tier = _BANDS
             rows = self._bands(band_hi)
-        groups: list[tuple[int, IntArray, IntArray]] = []  # (tier, block, edge) not cleared
+        groups: list[tuple[IntArray, IntArray, IntArray]] = []  # (tier, block, edge) not cleared
+        small: list[tuple[int, int, float]] = []  # tiers left to one pass: numpy calls cost more
         tier = 0
         while True:
             kb = 1 << tier
@@ -391,10 +454,18 @@ class _Chunk:
             hi = math.inf if final else float(2 * hk)
             tab = _slot_table(self.mb, lo, hi, self.max_top)
             if tier >= first_tier and tab.level.size:
-                groups.extend((tier, r, b) for r, b in self._tier_fails(tier, tab, lo, hi))
+                if (-(-nj >> tier)) * tab.level.size <= _FUSE:
+                    small.append((tier, lo, hi))
+                else:
+                    groups.extend(
+                        (np.full(r.size, tier, dtype=np.int64), r, b)
+                        for r, b in self._tier_fails(tier, tab, lo, hi)
+                    )
             if final:
                 break
             tier += 1
+        if small:
+            groups.append(self._fused_fails(tuple(small)))
         yield from self._resolve(rows, band_hi, groups)
 
     def _bands(self, band_hi: int) -> IntArray:
@@ -412,47 +483,46 @@ class _Chunk:
         first = max(int(ns[0]) - (band_hi - 1), n_old, 1)  # first position with a known Q
         pos = np.arange(first, int(ns[-1]) + 1, dtype=np.int64)
         fail = np.zeros(self.nj, dtype=bool)
-        with np.errstate(all="ignore"):
-            qpos = self.totals[pos - n_old] - cc * pos.astype(np.float64)
-            q_hi, q_lo = [qpos], [qpos]  # sliding max / min over 2**k positions
-            drift = np.abs(cc - self.mu)
-            tol = 16.0 * (self.nf + 300.0) * _EPS * (self.an + abs(cc) * self.nf)
-            a = self.a0 * self.s2
-            for band in range(_BANDS):
-                lo, hi = (self.lmin if band == 0 else max(self.lmin, _TIER << band)), _TIER << (band + 1)
-                if lo >= hi or not _slot_table(self.mb, lo, float(hi), self.max_top).level.size:
-                    continue
-                w = hi - lo  # possible starts: n - hi + 1 .. n - lo
-                t0 = int(np.searchsorted(ns - (hi - 1), first))  # first check time with all of them
-                fail[:t0] = True
-                if t0 >= self.nj:
-                    continue
-                while 2 << (len(q_hi) - 1) <= w:
-                    span = 1 << (len(q_hi) - 1)
-                    q_hi.append(np.maximum(q_hi[-1][:-span], q_hi[-1][span:]))
-                    q_lo.append(np.minimum(q_lo[-1][:-span], q_lo[-1][span:]))
-                k = w.bit_length() - 1
-                extra = w - (1 << k)
-                hi_q, lo_q = q_hi[k], q_lo[k]
-                if extra:
-                    hi_q = np.maximum(hi_q[:-extra], hi_q[extra:])
-                    lo_q = np.minimum(lo_q[:-extra], lo_q[extra:])
-                i0 = int(ns[t0]) - (hi - 1) - first
-                hi_q, lo_q = hi_q[i0 : i0 + self.nj - t0], lo_q[i0 : i0 + self.nj - t0]
-                qn, nf = self.q[t0:], self.nf[t0:]
-                dev = np.maximum(qn - lo_q, hi_q - qn)
-                dev *= 1.0 / lo
-                dev += drift[t0:]
-                dev *= nf / (nf - (hi - 1))
-                dev += tol[t0:] / lo
-                m = self.m0[t0:] + 1.0 / (hi - 1 - c1)
-                eps = np.sqrt(a[t0:] * m)
-                eps += self.b0[t0:] * m
-                fail[t0:] |= ~(dev < eps)
+        qpos = self.totals[pos - n_old] - cc * pos.astype(np.float64)
+        q_hi, q_lo = [qpos], [qpos]  # sliding max / min over 2**k positions
+        drift = np.abs(cc - self.mu)
+        tol = 16.0 * (self.nf + 300.0) * _EPS * (self.an + abs(cc) * self.nf)
+        a = self.a0 * self.s2
+        for band in range(_BANDS):
+            lo, hi = (self.lmin if band == 0 else max(self.lmin, _TIER << band)), _TIER << (band + 1)
+            if lo >= hi or not _slot_table(self.mb, lo, float(hi), self.max_top).level.size:
+                continue
+            w = hi - lo  # possible starts: n - hi + 1 .. n - lo
+            t0 = int(np.searchsorted(ns - (hi - 1), first))  # first check time with all of them
+            fail[:t0] = True
+            if t0 >= self.nj:
+                continue
+            while 2 << (len(q_hi) - 1) <= w:
+                span = 1 << (len(q_hi) - 1)
+                q_hi.append(np.maximum(q_hi[-1][:-span], q_hi[-1][span:]))
+                q_lo.append(np.minimum(q_lo[-1][:-span], q_lo[-1][span:]))
+            k = w.bit_length() - 1
+            extra = w - (1 << k)
+            hi_q, lo_q = q_hi[k], q_lo[k]
+            if extra:
+                hi_q = np.maximum(hi_q[:-extra], hi_q[extra:])
+                lo_q = np.minimum(lo_q[:-extra], lo_q[extra:])
+            i0 = int(ns[t0]) - (hi - 1) - first
+            hi_q, lo_q = hi_q[i0 : i0 + self.nj - t0], lo_q[i0 : i0 + self.nj - t0]
+            qn, nf = self.q[t0:], self.nf[t0:]
+            dev = np.maximum(qn - lo_q, hi_q - qn)
+            dev *= 1.0 / lo
+            dev += drift[t0:]
+            dev *= nf / (nf - (hi - 1))
+            dev += tol[t0:] / lo
+            m = self.m0[t0:] + 1.0 / (hi - 1 - c1)
+            eps = np.sqrt(a[t0:] * m)
+            eps += self.b0[t0:] * m
+            fail[t0:] |= ~(dev < eps)
         return np.flatnonzero(fail)
 
     def _resolve(
-        self, rows: IntArray, band_hi: int, groups: list[tuple[int, IntArray, IntArray]]
+        self, rows: IntArray, band_hi: int, groups: list[tuple[IntArray, IntArray, IntArray]]
     ) -> Iterator[int]:
         """Test what the bounds did not clear, 2**_WINDOW_TIER check times at a time, in order.
 
@@ -465,41 +535,67 @@ class _Chunk:
         w = _WINDOW_TIER
         nj = self.nj
         empty = np.zeros(0, dtype=np.int64)
-        # band edges: the direct test at once (few values each)
         band_tab = _slot_table(self.mb, self.lmin, float(band_hi), self.max_top)
-        fails = (
-            [r for r, _ in self._tier_generic(0, band_tab, self.lmin, float(band_hi), rows)]
-            if rows.size
-            else []
+        g_tier, g_block, g_b = (
+            (np.concatenate([g[i] for g in groups]) for i in range(3)) if groups else (empty, empty, empty)
         )
-        band_t = np.unique(np.concatenate(fails)) if fails else empty
         # blocks within a window: each of their check times
-        low = [g for g in groups if g[0] <= w]
-        low_start = np.concatenate([g[1] << g[0] for g in low]) if low else empty
-        low_tier = np.concatenate([np.full(g[1].size, g[0]) for g in low]) if low else empty
-        low_b = np.concatenate([g[2] for g in low]) if low else empty
+        low = g_tier <= w
+        low_tier, low_b = g_tier[low], g_b[low]
+        low_start = g_block[low] << low_tier
         # longer blocks: bound each window they cover again, at once
-        high = [g for g in groups if g[0] > w]
+        high = ~low
         high_b, high_win = empty, empty
-        if high:
-            cover = np.concatenate([np.full(g[1].size, g[0] - w) for g in high])  # 2**cover windows
-            first = np.concatenate([g[1] << (g[0] - w) for g in high])
-            high_b, high_win, _ = _expand(
-                np.concatenate([g[2] for g in high]), first, cover, ((nj - 1) >> w) + 1
-            )
+        if high.any():
+            cover = g_tier[high] - w  # 2**cover windows
+            first = g_block[high] << cover
+            high_b, high_win, _ = _expand(g_b[high], first, cover, ((nj - 1) >> w) + 1)
             fail = self._bound_fail(high_b, high_win, w)
             high_b, high_win = high_b[fail], high_win[fail]
-        wins = np.unique(np.concatenate((band_t >> w, low_start >> w, high_win)))
-        for win in wins.tolist():
-            times = [band_t[(band_t >> w) == win]]
-            sel = np.flatnonzero((low_start >> w) == win)
-            sel_h = np.flatnonzero(high_win == win)
-            if sel.size or sel_h.size:
-                starts = np.concatenate((low_start[sel], np.full(sel_h.size, win << w, dtype=np.int64)))
-                tiers = np.concatenate((low_tier[sel], np.full(sel_h.size, w, dtype=np.int64)))
-                lb, lt, _ = _expand(np.concatenate((low_b[sel], high_b[sel_h])), starts, tiers, nj)
-                times.append(self._leaf_flags(lb, lt))
-            yield from np.unique(np.concatenate(times)).tolist()
+        # everything by window, so that a window's share is a slice
+        order = np.argsort(low_start, kind="stable")
+        low_start, low_tier, low_b = low_start[order], low_tier[order], low_b[order]
+        order = np.argsort(high_win, kind="stable")
+        high_win, high_b = high_win[order], high_b[order]
+        wins = np.unique(np.concatenate((rows >> w, low_start >> w, high_win)))
+        low_at = np.searchsorted(low_start, np.concatenate((wins, wins[-1:] + 1)) << w).tolist()
+        high_at = np.searchsorted(high_win, np.concatenate((wins, wins[-1:] + 1))).tolist()
+        # band rows get the direct test a few windows at a time, in order, by about
+        # _BAND_BATCH rows: after a change most of them fail, and the work past the first
+        # detection is never used
+        cuts = [*np.searchsorted(rows, wins << w).tolist(), rows.size]
+        wins_l = wins.tolist()
+        i = 0
+        while i < len(wins_l):
+            j = i + 1
+            while j < len(wins_l) and cuts[j] - cuts[i] < _BAND_BATCH:
+                j += 1
+            sub = rows[cuts[i] : cuts[j]]
+            fails = (
+                [r for r, _ in self._tier_generic(0, band_tab, self.lmin, float(band_hi), sub)]
+                if sub.size
+                else []
+            )
+            band_t = np.unique(np.concatenate(fails)) if fails else empty
+            # band_t holds times of these windows only: a window's share ends where the next begins
+            ats = [win << w for win in wins_l[i:j]]
+            bounds = [*np.searchsorted(band_t, ats).tolist(), band_t.size]
+            for k in range(i, j):
+                at = ats[k - i]
+                lo_i, hi_i = bounds[k - i], bounds[k - i + 1]
+                a, b = low_at[k], low_at[k + 1]
+                c, d = high_at[k], high_at[k + 1]
+                if a == b and c == d:  # band rows only: already tested one by one
+                    yield from band_t[lo_i:hi_i].tolist()
+                    continue
+                flags = np.zeros(1 << w, dtype=bool)  # check times of the window that may cut
+                flags[band_t[lo_i:hi_i] - at] = True
+                starts = np.concatenate((low_start[a:b], np.full(d - c, at, dtype=np.int64)))
+                tiers = np.concatenate((low_tier[a:b], np.full(d - c, w, dtype=np.int64)))
+                lb, lt, _ = _expand(np.concatenate((low_b[a:b], high_b[c:d])), starts, tiers, nj)
+                flags[self._leaf_flags(lb, lt) - at] = True
+                yield from (np.flatnonzero(flags) + at).tolist()
+            i = j
 
     # -----------------------------------------------------------------------------------------
     # bounds over blocks of check times
@@ -560,8 +656,8 @@ class _Chunk:
         n1max = float(n1f[inside_tab].max())
         inv_n1 = 1.0 / n1f
         span = float((kb - 1) * self.clock)
-        with np.errstate(all="ignore"):  # slots out of range may divide by zero; masked
-            m_n1 = 1.0 / (n1f + (span - (lmin - 1.0)))
+        # slots out of range may divide by zero; masked
+        m_n1 = 1.0 / (n1f + (span - (lmin - 1.0)))
         qmax, qmin, smin = self.pyramid[tier]
         tol_scale = 4.0 * _EPS * (float(lo) / lmin + 1.0)
         g_rows = max(1, _GRID // max(1, per * int(keep.sum())))
@@ -574,38 +670,37 @@ class _Chunk:
             at_end = slice(t_lo + kb - 1, t_hi + kb - 1, kb)  # ... and at the block ends
             nsf, nef = _phase_view(self.nf[at_start], per), _phase_view(self.nf[at_end], per)
             ae, mu = _phase_view(self.an[at_end], per), _phase_view(self.mu[at_start], per)
-            with np.errstate(all="ignore"):
-                if tier:
-                    qs = _phase_view(self.q[at_start], per)
-                    spread = np.maximum(
-                        _phase_view(qmax[r_lo:r_hi], per) - qs, qs - _phase_view(qmin[r_lo:r_hi], per)
-                    )
-                    spread += np.abs(cc - mu) * span
-                    a = _phase_view(self.a0[at_start], per) * _phase_view(smin[r_lo:r_hi], per)
-                else:
-                    spread = np.zeros_like(mu)
-                    a = _phase_view(self.a0[at_start], per) * _phase_view(self.s2[at_start], per)
-                spread += tol_scale * (nef + 300.0) * ae + 8.0 * _EPS * (ae + abs(cc) * nef)
-                bidx = (_phase_view(ns[t_lo:t_hi:kb], per) - self.n_old) - n1_tab
-                pb = np.take(self.totals, bidx, mode="clip")
-                stat = _phase_view(self.sn[at_start], per) - pb
-                stat *= inv_n1
-                stat -= mu
-                np.abs(stat, out=stat)
-                if float(nsf.min()) >= 8.0 * n1max:
-                    # n / n0 <= n / (n - n1max), at most 8/7; 1/(n0 - l + 1) >= 1/(n - l + 1)
-                    stat *= nsf / (nsf - n1max)
-                    m = _phase_view(self.m0[at_start], per) + m_n1
-                else:  # short window: the exact n0 of each edge
-                    n0 = nsf - n1f
-                    stat *= nsf / n0
-                    m = 1.0 / (n0 - (lmin - 1.0)) + m_n1
-                stat += spread * inv_n1
-                eps = a * m
-                np.sqrt(eps, out=eps)
-                m *= _phase_view(self.b0[at_start], per)
-                m += eps
-                clear = stat < m
+            if tier:
+                qs = _phase_view(self.q[at_start], per)
+                spread = np.maximum(
+                    _phase_view(qmax[r_lo:r_hi], per) - qs, qs - _phase_view(qmin[r_lo:r_hi], per)
+                )
+                spread += np.abs(cc - mu) * span
+                a = _phase_view(self.a0[at_start], per) * _phase_view(smin[r_lo:r_hi], per)
+            else:
+                spread = np.zeros_like(mu)
+                a = _phase_view(self.a0[at_start], per) * _phase_view(self.s2[at_start], per)
+            spread += tol_scale * (nef + 300.0) * ae + 8.0 * _EPS * (ae + abs(cc) * nef)
+            bidx = (_phase_view(ns[t_lo:t_hi:kb], per) - self.n_old) - n1_tab
+            pb = np.take(self.totals, bidx, mode="clip")
+            stat = _phase_view(self.sn[at_start], per) - pb
+            stat *= inv_n1
+            stat -= mu
+            np.abs(stat, out=stat)
+            if float(nsf.min()) >= 8.0 * n1max:
+                # n / n0 <= n / (n - n1max), at most 8/7; 1/(n0 - l + 1) >= 1/(n - l + 1)
+                stat *= nsf / (nsf - n1max)
+                m = _phase_view(self.m0[at_start], per) + m_n1
+            else:  # short window: the exact n0 of each edge
+                n0 = nsf - n1f
+                stat *= nsf / n0
+                m = 1.0 / (n0 - (lmin - 1.0)) + m_n1
+            stat += spread * inv_n1
+            eps = a * m
+            np.sqrt(eps, out=eps)
+            m *= _phase_view(self.b0[at_start], per)
+            m += eps
+            clear = stat < m
             pp, c, gg = np.nonzero(inside_tab > clear)
             if pp.size:
                 rr = r_lo + gg * per + pp
@@ -632,6 +727,39 @@ class _Chunk:
             if rr.size:
                 yield r[rr], b[c, rr]
 
+    def _fused_fails(self, specs: tuple[tuple[int, int, float], ...]) -> tuple[IntArray, IntArray, IntArray]:
+        """(tiers, blocks, edges) that the bound does not clear, for the tiers ``specs``.
+
+        :meth:`_tier_generic` for several small tiers at once, on a cached flat layout of
+        their pairs: with few blocks per tier, a pass per tier costs its numpy calls and not
+        its arithmetic, which made short runs between detections slow.
+        """
+        lay = _fused_layout(self.mb, self.max_top, self.nj, specs)
+        m, ns, lmin = self.mb, self.ns, self.lmin
+        rs = lay.block << lay.tier
+        re = np.minimum(rs + np.left_shift(1, lay.tier), self.nj) - 1
+        mm, top, nsr = self.mm[rs], self.top[rs], ns[rs]
+        n1 = lay.base + (mm & lay.low_mask)
+        count = np.where(
+            lay.level < top,
+            (m - 1) + ((mm >> lay.level) & 1),
+            np.where(lay.level == top, (mm >> top) - (m - 1), 0),
+        )
+        inside = lay.rank <= count
+        inside &= n1 >= np.maximum(lay.lo, nsr - ns[re] + lmin)
+        inside &= n1 < np.minimum(lay.hi, nsr - lmin + 1)
+        keep = np.flatnonzero(inside)
+        if not keep.size:
+            return keep, keep, keep
+        rs, re, n1, pyr = rs[keep], re[keep], n1[keep], lay.pyr[keep]
+        b = nsr[keep] - n1
+        levels = [self.pyramid[t] for t, _, _ in specs]
+        qmax, qmin, smin = (np.concatenate([lev[i] for lev in levels])[pyr] for i in range(3))
+        pb = self.prefix_where(b, np.ones(b.shape, dtype=bool))
+        clear = self._clear_at(rs, re, qmax, qmin, smin, n1.astype(np.float64), pb, lay.lo[keep])
+        fail = keep[~clear]
+        return lay.tier[fail], lay.block[fail], b[~clear]
+
     def _bound_fail(self, b: IntArray, r: IntArray, tier: int) -> BoolArray:
         """Whether edge ``b[i]`` may cut at some check time of block ``r[i]``."""
         rs = r << tier
@@ -652,35 +780,47 @@ class _Chunk:
         ``spread / n1``; the threshold is lowest at the end of the block (``m``), the start
         (``delta'``) and the smallest window variance of the block. A margin covers rounding.
         """
-        lmin, cc = self.lmin, self.cc
-        c1 = lmin - 1.0
         rs = r << tier
         re = np.minimum(rs + (1 << tier), self.nj) - 1
         qmax, qmin, smin = self.pyramid[tier]
+        return self._clear_at(rs, re, qmax[r], qmin[r], smin[r], n1f, pb, n1lo)
+
+    def _clear_at(
+        self,
+        rs: IntArray,
+        re: IntArray,
+        qmax: FloatArray,
+        qmin: FloatArray,
+        smin: FloatArray,
+        n1f: FloatArray,
+        pb: FloatArray,
+        n1lo: float | FloatArray,
+    ) -> BoolArray:
+        """:meth:`_clear` for blocks from check time ``rs`` to ``re``, with the block's max and
+        min of ``Q`` and min of the window variance."""
+        lmin, cc = self.lmin, self.cc
+        c1 = lmin - 1.0
         nsf, nef, sn, qs, ae = self.nf[rs], self.nf[re], self.sn[rs], self.q[rs], self.an[re]
-        with np.errstate(all="ignore"):
-            spread = np.maximum(qmax[r] - qs, qs - qmin[r]) + np.abs(cc - self.mu[rs]) * (nef - nsf)
-            spread += 4.0 * (nef + 300.0) * _EPS * ae * (n1lo / lmin + 1.0) + 8.0 * _EPS * (
-                ae + abs(cc) * nef
-            )
-            inv = 1.0 / n1f
-            n0 = nsf - n1f
-            mean1 = sn - pb
-            mean1 *= inv
-            stat = np.divide(pb, n0)
-            stat -= mean1
-            np.abs(stat, out=stat)
-            inv *= spread
-            stat += inv
-            m = 1.0 / (n0 - c1)
-            np.subtract(nef - c1, n0, out=n0)
-            np.divide(1.0, n0, out=n0)
-            m += n0
-            np.multiply(self.a0[rs] * smin[r], m, out=n0)
-            np.sqrt(n0, out=n0)
-            m *= self.b0[rs]
-            m += n0
-            clear: BoolArray = stat < m
+        spread = np.maximum(qmax - qs, qs - qmin) + np.abs(cc - self.mu[rs]) * (nef - nsf)
+        spread += 4.0 * (nef + 300.0) * _EPS * ae * (n1lo / lmin + 1.0) + 8.0 * _EPS * (ae + abs(cc) * nef)
+        inv = 1.0 / n1f
+        n0 = nsf - n1f
+        mean1 = sn - pb
+        mean1 *= inv
+        stat = np.divide(pb, n0)
+        stat -= mean1
+        np.abs(stat, out=stat)
+        inv *= spread
+        stat += inv
+        m = 1.0 / (n0 - c1)
+        np.subtract(nef - c1, n0, out=n0)
+        np.divide(1.0, n0, out=n0)
+        m += n0
+        np.multiply(self.a0[rs] * smin, m, out=n0)
+        np.sqrt(n0, out=n0)
+        m *= self.b0[rs]
+        m += n0
+        clear: BoolArray = stat < m
         return clear
 
     # -----------------------------------------------------------------------------------------
@@ -701,12 +841,11 @@ class _Chunk:
         n1 = nf - n0
         pb = self.prefix_where(b, np.ones(b.shape, dtype=bool))
         c1 = self.lmin - 1.0
-        with np.errstate(all="ignore"):
-            dm = np.abs(pb / n0 - (self.sn[t] - pb) / n1)
-            m = 1.0 / (n0 - c1) + 1.0 / (n1 - c1)
-            eps = np.sqrt(self.a0[t] * self.s2[t] * m) + self.b0[t] * m
-            dm += 4.0 * (nf + 300.0) * _EPS * self.an[t] * (1.0 / n0 + 1.0 / n1)
-            clear = dm < eps
+        dm = np.abs(pb / n0 - (self.sn[t] - pb) / n1)
+        m = 1.0 / (n0 - c1) + 1.0 / (n1 - c1)
+        eps = np.sqrt(self.a0[t] * self.s2[t] * m) + self.b0[t] * m
+        dm += 4.0 * (nf + 300.0) * _EPS * self.an[t] * (1.0 / n0 + 1.0 / n1)
+        clear = dm < eps
         t, b = t[~clear], b[~clear]  # the test first, as it is cheaper: then only edges count
         new = b >= self.n_old
         if new.any():
@@ -853,6 +992,16 @@ class ADWIN(Detector):
             where = np.flatnonzero(finite).astype(np.int64)
             y = x[where]
             pos = where + base
+        if y.size < _SMALL_BATCH:  # the per-value port only: no numpy arithmetic
+            return self._update_finite(y, pos)
+        # the screen divides by zero and overflows where its results are masked or unused (and
+        # river's sums overflow as river's do): one error state for the whole batch, as
+        # entering one per numpy call costs more than the call on short runs
+        with np.errstate(all="ignore"):
+            return self._update_finite(y, pos)
+
+    def _update_finite(self, y: FloatArray, pos: IntArray) -> list[Detection]:
+        """:meth:`update` for the finite values ``y`` at stream positions ``pos``."""
         out: list[Detection] = []
         i, k = 0, int(y.size)
         while i < k:

@@ -58,6 +58,13 @@ def offset_shift(seed: int) -> np.ndarray:
     return 1e6 + np.concatenate((rng.normal(0.0, 1.0, 8_000), rng.normal(0.3, 1.0, 8_000)))
 
 
+def many_changes(seed: int) -> np.ndarray:
+    """Frequent detections: the mean jumps every 300 to 3 000 values, by up to 2 sd either way."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(300, 3_000, 20)
+    return np.concatenate([rng.normal(rng.uniform(-2.0, 2.0), 1.0, k) for k in lengths])
+
+
 STREAMS = {
     "bernoulli_0.1_to_0.3": bernoulli_shift,
     "gauss_0_to_0.5": gauss_shift,
@@ -108,6 +115,28 @@ def test_detections_match_river(stream: str, delta: float, clock: int) -> None:
     if stream != "null_50k":  # the planted change is found (after it, and not long after)
         first_after = [at for at, _ in ref if at >= CHANGE_AT]
         assert first_after and first_after[0] < CHANGE_AT + 2_000
+
+
+@pytest.mark.parametrize("clock", [1, 32])
+@pytest.mark.parametrize("seed", range(4))
+def test_frequent_detections_match_river(seed: int, clock: int) -> None:
+    # the regime where every run between restarts is short: null noise at delta 0.1 (a false
+    # alarm every few thousand values), then mean jumps every few hundred values
+    x = np.r_[null_stream(seed)[:20_000], many_changes(seed)]
+    ref, theirs = river_run(x, delta=0.1, clock=clock)
+    assert len(ref) >= 12
+    det = ADWIN(delta=0.1, clock=clock)
+    found = det.update(x)
+    check_detections(found, ref)
+    assert_same_window(det, theirs)
+    # the per-value port (batches below the batch path's minimum) and random batch sizes give
+    # the same statistics, thresholds and buckets, bit for bit
+    ported = ADWIN(delta=0.1, clock=clock)
+    assert [d for i in range(0, x.size, 40) for d in ported.update(x[i : i + 40])] == found
+    assert ported.to_dict() == det.to_dict()
+    split = ADWIN(delta=0.1, clock=clock)
+    assert feed_in_batches(split, x, np.random.default_rng(seed)) == found
+    assert split.to_dict() == det.to_dict()
 
 
 def test_planted_changes_are_found_like_river() -> None:
