@@ -31,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,6 +98,9 @@ class LabelJoin:
         self.batch_seq = 0
         self.expired: deque[tuple[int, UIntArray]] = deque()  # (expiry watermark, sorted hashes)
         self.waiting: dict[str, tuple[Any, int]] = {}  # early labels: id -> (label, label time)
+        # (label time, id) of the waiting labels, oldest first; entries of labels that have since
+        # joined or gone stay until they reach the top (lazy deletion: O(log n) per label)
+        self._by_time: list[tuple[int, str]] = []
         self.last_kept: IntArray = np.zeros(0, dtype=np.int64)  # rows of the last batch stored
         # told which rows leave when the sample shrinks (before they are released)
         self.on_evict: Callable[[IntArray], None] | None = None
@@ -226,11 +230,28 @@ class LabelJoin:
         while self.expired and self.expired[0][0] < cutoff:
             self.expired.popleft()
         # early labels that waited long enough are orphans
-        if self.waiting:
-            late = [k for k, (_, t) in self.waiting.items() if t < self.watermark - self.wait_ms]
-            for k in late:
-                del self.waiting[k]
-            self.outcomes["orphan"] += len(late)
+        by_time, waiting = self._by_time, self.waiting
+        while by_time and by_time[0][0] < self.watermark - self.wait_ms:
+            t, k = heapq.heappop(by_time)
+            w = waiting.get(k)
+            if w is not None and w[1] == t:
+                del waiting[k]
+                self.outcomes["orphan"] += 1
+
+    def earliest_waiting(self) -> int | None:
+        """The label time of the oldest label still waiting for its prediction."""
+        by_time, waiting = self._by_time, self.waiting
+        while by_time:
+            t, k = by_time[0]
+            w = waiting.get(k)
+            if w is not None and w[1] == t:
+                return t
+            heapq.heappop(by_time)
+        return None
+
+    def _index_waiting(self) -> None:
+        self._by_time = [(t, k) for k, (_, t) in self.waiting.items()]
+        heapq.heapify(self._by_time)
 
     def _shrink(self) -> None:
         """Over the cap: halve the sample until the store fits, evicting ids outside it."""
@@ -282,9 +303,13 @@ class LabelJoin:
             if ids[i] in self.waiting:
                 self.outcomes["duplicate"] += 1
             else:
-                self.waiting[ids[i]] = (labels[i], int(times[i]))
+                t = int(times[i])
+                self.waiting[ids[i]] = (labels[i], t)
+                heapq.heappush(self._by_time, (t, ids[i]))
         if len(self.waiting) > self.cap:
             self._shrink()
+        if len(self._by_time) > 2 * len(self.waiting) + 1024:  # mostly joined or gone: rebuild
+            self._index_waiting()
 
     # -- snapshot ---------------------------------------------------------------------------
 
@@ -336,6 +361,7 @@ class LabelJoin:
         j.batches = deque((int(t), int(q), np.asarray(s, dtype=np.int64)) for t, q, s in d["batches"])
         j.expired = deque((int(t), np.asarray(h, dtype=np.uint64)) for t, h in d["expired"])
         j.waiting = {k: (v, int(t)) for k, v, t in d["waiting"]}
+        j._index_waiting()
         j.outcomes = Counter(d["outcomes"])
         j.expired_unlabelled = int(d["expired_unlabelled"])
         return j

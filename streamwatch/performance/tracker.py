@@ -418,9 +418,7 @@ class PerformanceTracker:
         """The joined rows no event still to come can precede, in join-time order."""
         if not self.order.chunks:
             return []
-        waiting = self.join.waiting
-        earliest = min(t for _, t in waiting.values()) if waiting else None
-        safe = safe_time(self.label_watermark, self.join.watermark, earliest)
+        safe = safe_time(self.label_watermark, self.join.watermark, self.join.earliest_waiting())
         rows = self.order.release(safe, keep_at_most=self.settings.max_open_predictions)
         if len(rows[0]) == 0:
             return []

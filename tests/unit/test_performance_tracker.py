@@ -256,3 +256,30 @@ def test_a_version_4_snapshot_restores_with_an_empty_join_order() -> None:
         del doc["performance"][k]
     m = ModelMonitor.restore(orjson.dumps({**doc, "version": 4}))
     assert m.performance is not None and m.performance.joined_total == 2500 and len(m.performance.order) == 0
+
+
+def test_joined_events_wait_only_while_an_earlier_join_can_still_come() -> None:
+    t = PerformanceTracker("m", PerformanceSettings(reference_labels=50), false_alarm_events=100_000)
+    ids = [f"e{i}" for i in range(100)]
+    preds = [{"label": "a", "scores": {"a": 0.6, "b": 0.4}}] * 100
+    times = np.arange(100, dtype=np.int64) * SEC
+
+    def predict(sl: slice) -> None:
+        predicted, scores = t.encode_predictions(preds[sl])
+        t.observe_predictions(ids[sl], times[sl], predicted, scores)
+
+    # labels 5 s behind their predictions, read before them: the first 50 predictions complete
+    # labels up to 54 s, but the label of e50 (55 s) still waits for its prediction, which may
+    # come at any time from 49 s on, so only joins up to 55 s are final
+    t.observe_labels(ids, times + 5 * SEC, ["a"] * 100, [])
+    predict(slice(0, 50))
+    assert (t.joined_total, len(t.order)) == (50, 0)
+    predict(slice(50, 100))
+    assert (t.joined_total, len(t.order)) == (100, 0)
+    # labels trailing their predictions (nothing waits) leave at once, even when no prediction
+    # follows them any more
+    ids2 = [f"f{i}" for i in range(100)]
+    predicted, scores = t.encode_predictions(preds)
+    t.observe_predictions(ids2, times + 200 * SEC, predicted, scores)
+    t.observe_labels(ids2[:30], times[:30] + 900 * SEC, ["b"] * 30, [])
+    assert (t.joined_total, len(t.order)) == (130, 0)
