@@ -717,6 +717,14 @@ class RuntimeCollector(Collector):
         for (topic, partition), v in sorted(d["lag"].items()):
             lag.add_metric([topic, str(partition)], v)
         yield lag
+        call = GaugeMetricFamily(
+            "streamwatch_transaction_call_seconds",
+            "How long the transactional call now running has waited (absent between calls)",
+            labels=["call"],
+        )
+        if d.get("txn_call") is not None:
+            call.add_metric([d["txn_call"][0]], round(d["txn_call"][1], 3))
+        yield call
         owned = GaugeMetricFamily("streamwatch_partitions_owned", "Partitions whose state this worker owns")
         owned.add_metric([], len(d["owned"]))
         yield owned

@@ -1142,6 +1142,18 @@ class KafkaWorker:
 
         threading.Thread(target=call, name=f"kafka-{what}", daemon=True).start()
         t0 = last = time.monotonic()
+        with self.stats.lock:
+            self.stats.txn_call = (what, t0)
+        try:
+            self._wait_bounded(what, done, t0, last, timeout)
+        finally:
+            with self.stats.lock:
+                self.stats.txn_call = None
+        if result:
+            raise result[0]
+
+    def _wait_bounded(self, what: str, done: threading.Event, t0: float, last: float, timeout: float) -> None:
+        """Wait for a transactional call started at ``t0`` (see :meth:`_bounded`)."""
         answered = 0.0  # seconds blocked while the broker answered
         stopped_at: float | None = None
         warned = 0.0
@@ -1180,8 +1192,6 @@ class KafkaWorker:
                 )
                 self._fail()
                 raise _FatalError(f"{what} never returned")
-        if result:
-            raise result[0]
 
     def _broker_answers(self) -> bool:
         """Whether the producer gets a metadata response from a broker within 2 s."""

@@ -695,6 +695,9 @@ class RuntimeStats:
     owned: list[int] = field(default_factory=list)  # partitions whose state this worker owns
     lag: dict[tuple[str, int], int] = field(default_factory=dict)  # messages behind the high watermark
     committed_counts: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
+    # (transactional call, time.monotonic() it started) while one runs: a scrape shows how long
+    # it has waited (an outage, or a call librdkafka never returns)
+    txn_call: tuple[str, float] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -721,6 +724,9 @@ class RuntimeStats:
                 "owned": list(self.owned),
                 "lag": dict(self.lag),
                 "committed_counts": dict(self.committed_counts),
+                "txn_call": None
+                if self.txn_call is None
+                else (self.txn_call[0], time.monotonic() - self.txn_call[1]),
             }
 
 

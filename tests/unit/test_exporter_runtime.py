@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamwatch.config import load_config
@@ -33,9 +35,15 @@ def test_runtime_families_render_from_stats() -> None:
     assert samples[("streamwatch_checkpoints_total", ())] == 2
     assert samples[("streamwatch_consumer_lag", (("partition", "0"), ("topic", "preds")))] == 42
     assert samples[("streamwatch_partitions_owned", ())] == 2
+    assert not any(name == "streamwatch_transaction_call_seconds" for name, _ in samples)
     # a partition no longer held has no lag series
     del stats.lag[("preds", 0)]
     assert "streamwatch_consumer_lag{" not in exporter.render().decode()
+    # a transactional call that has waited 25 s (an outage, or librdkafka never returning)
+    stats.txn_call = ("send_offsets_to_transaction", time.monotonic() - 25)
+    text = exporter.render().decode().splitlines()
+    line = next(x for x in text if x.startswith("streamwatch_transaction_call"))
+    assert line.startswith('streamwatch_transaction_call_seconds{call="send_offsets_to_transaction"} 25')
 
 
 def test_counters_never_go_back_when_state_is_rewound() -> None:
