@@ -89,7 +89,7 @@ class JoinOrder:
         """Only the rows whose id hash ``sampled`` keeps (the label store's sample shrank)."""
         if self.chunks:
             merged = self._merged()
-            self.chunks = [_take(merged, sampled(merged[5]))]
+            self.chunks = [take_rows(merged, sampled(merged[5]))]
 
     def release(self, safe: int, keep_at_most: int | None = None) -> Chunk:
         """Rows joined at or before ``safe``, sorted; beyond ``keep_at_most`` held rows the
@@ -105,10 +105,10 @@ class JoinOrder:
             self.chunks = []
             gone = merged
         else:
-            self.chunks = [_take(merged, ~out)]
-            gone = _take(merged, out)
+            self.chunks = [take_rows(merged, ~out)]
+            gone = take_rows(merged, out)
         order = np.lexsort((gone[5], gone[0]))
-        return _take(gone, order)
+        return take_rows(gone, order)
 
     def _merged(self) -> Chunk:
         if not self.chunks:
@@ -148,8 +148,9 @@ class JoinOrder:
         return o
 
 
-def _take(c: Chunk, idx: npt.NDArray[Any]) -> Chunk:
+def take_rows(c: Chunk, idx: npt.NDArray[Any] | slice) -> Chunk:
+    """The rows ``idx`` (a mask, indices or a slice) of every column."""
     return (c[0][idx], c[1][idx], c[2][idx], None if c[3] is None else c[3][idx], c[4][idx], c[5][idx])
 
 
-__all__ = ["JoinOrder", "pad_scores", "safe_time"]
+__all__ = ["Chunk", "JoinOrder", "pad_scores", "safe_time", "take_rows"]

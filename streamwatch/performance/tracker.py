@@ -48,7 +48,7 @@ from streamwatch.performance.metrics import (
     mean_interval,
     regression_metrics,
 )
-from streamwatch.performance.ordering import JoinOrder, pad_scores, safe_time
+from streamwatch.performance.ordering import Chunk, JoinOrder, pad_scores, safe_time, take_rows
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -422,48 +422,23 @@ class PerformanceTracker:
         rows = self.order.release(safe, keep_at_most=self.settings.max_open_predictions)
         if len(rows[0]) == 0:
             return []
-        return self._joined(*rows, input_drift)
+        return self._joined(rows, input_drift)
 
-    def _joined(
-        self,
-        join_times: IntArray,
-        y_true: FloatArray,
-        y_pred: FloatArray,
-        scores: FloatArray | None,
-        pred_times: IntArray,
-        hashes: npt.NDArray[np.uint64],
-        input_drift: list[str],
-    ) -> list[Alert]:
+    def _joined(self, rows: Chunk, input_drift: list[str]) -> list[Alert]:
         """Joined rows, in join-time order, cut at the judging points."""
         if self.task is None:
             return []
         alerts: list[Alert] = []
-        n, start = len(join_times), 0
+        n, start = len(rows[0]), 0
         while start < n:
             end = min(n, start + JUDGE_EVERY - self.joined_total % JUDGE_EVERY)
-            alerts += self._segment(
-                join_times[start:end],
-                y_true[start:end],
-                y_pred[start:end],
-                None if scores is None else scores[start:end],
-                pred_times[start:end],
-                hashes[start:end],
-                input_drift,
-            )
+            alerts += self._segment(take_rows(rows, slice(start, end)), input_drift)
             start = end
         return alerts
 
-    def _segment(
-        self,
-        join_times: IntArray,
-        y_true: FloatArray,
-        y_pred: FloatArray,
-        scores: FloatArray | None,
-        pred_times: IntArray,
-        hashes: npt.NDArray[np.uint64],
-        input_drift: list[str],
-    ) -> list[Alert]:
+    def _segment(self, rows: Chunk, input_drift: list[str]) -> list[Alert]:
         """Rows up to the next judging point into the windows, the baseline and the CUSUM."""
+        join_times, y_true, y_pred, scores, pred_times, hashes = rows
         widx = pred_times // self.window_ms
         touched = np.unique(widx).tolist()
         self.touched.update(touched)

@@ -41,6 +41,7 @@ from streamwatch.runtime.state import (
     split_part_key,
 )
 from streamwatch.simulate import Scenario, generate
+from tests.unit.test_state_safety import _Consumer, _Msg
 
 TOPIC = "sw.state"
 DRIFT = {"reference_size": 200, "window_size": 200, "step": 50}  # calibrated and cached by other tests
@@ -72,64 +73,14 @@ def setup() -> tuple[Settings, Engine, dict[str, bytes]]:
 # -- a fake consumer of the state topic ---------------------------------------------------------
 
 
-class _Msg:
-    def __init__(self, offset: int, rec: StateRecord | tuple[bytes, bytes | None, Any]) -> None:
-        if isinstance(rec, StateRecord):
-            rec = (rec.key, rec.value, rec.headers)
-        self._o = offset
-        self._k, self._v, self._h = rec
-
-    def error(self) -> None:
-        return None
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes | None:
-        return self._k
-
-    def value(self) -> bytes | None:
-        return self._v
-
-    def headers(self) -> Any:
-        return self._h
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1000 + self._o)
-
-
-class _Eof:
-    def error(self) -> Any:
-        return self
-
-    def code(self) -> int:
-        from confluent_kafka import KafkaError
-
-        return int(KafkaError._PARTITION_EOF)
-
-    def partition(self) -> int:
-        return 0
-
-
-class _Consumer:
-    def __init__(self, recs: list[Any]) -> None:
-        self.batches: list[list[Any]] = [[_Msg(i, r) for i, r in enumerate(recs)], [_Eof()]]
-
-    def assign(self, _: Any) -> None:
-        pass
-
-    def unassign(self) -> None:
-        pass
-
-    def consume(self, _n: int, _t: float) -> list[Any]:
-        return self.batches.pop(0) if self.batches else []
+def _msg(offset: int, rec: StateRecord | tuple[bytes, bytes | None, Any]) -> _Msg:
+    key, value, hdrs = (rec.key, rec.value, rec.headers) if isinstance(rec, StateRecord) else rec
+    return _Msg(0, offset, key, value, hdrs)
 
 
 def _read(recs: list[Any], committed: dict[str, int] = T2) -> RestoredPartition:
-    return read_state(_Consumer(recs), TOPIC, {0: committed}, timeout=5)[0]  # type: ignore[arg-type]
+    consumer = _Consumer([_msg(i, r) for i, r in enumerate(recs)])
+    return read_state(consumer, TOPIC, {0: committed}, timeout=5)[0]  # type: ignore[arg-type]
 
 
 def _split(model: str, data: bytes, tag: dict[str, int] = T2, stored: int = 1) -> list[StateRecord]:
