@@ -595,35 +595,33 @@ class PerformanceTracker:
         j = self.join
         return int(np.count_nonzero((j.batch_of > 0) & (j.times >= i * self.window_ms) & (j.times <= t_ms)))
 
-    def _coverage_at(self, i: int, t_ms: int) -> float:
-        n = self.known_predictions(i, t_ms)
-        return min(1.0, len(self.windows[i].rows) / n) if n > 0 else float("nan")
-
     def _judge(self, touched: list[int], t_ms: int) -> list[Alert]:
         """Judge the newest ready window at join time ``t_ms`` (a judging point): its coverage
         counts the predictions known by then, so the verdict depends on the events only."""
         s = self.settings
-        ready = [
+        candidates = [
             i
             for i in touched
             if i in self.windows
             and len(self.windows[i].rows) >= s.min_labels
             and (self.judged_window is None or i >= self.judged_window)
-            and self._coverage_at(i, t_ms) >= s.min_coverage
         ]
-        if not ready:
-            return []
-        i = max(ready)
-        w = self.windows[i]
-        # judged again only when its labels grew by a tenth: the verdict cannot move faster
-        if i == self.judged_window and len(w.rows) < 1.1 * w.judged_rows:
+        for i in sorted(candidates, reverse=True):  # the newest with enough coverage
+            w = self.windows[i]
+            # judged again only when its labels grew by a tenth: the verdict cannot move faster
+            # (the judged window is the oldest candidate: nothing newer was ready)
+            if i == self.judged_window and len(w.rows) < 1.1 * w.judged_rows:
+                return []
+            known = self.known_predictions(i, t_ms)
+            if known > 0 and len(w.rows) / known >= s.min_coverage:
+                break
+        else:
             return []
         self.judged_window, w.judged_rows = i, len(w.rows)
         rows = w.rows
         values = self.metrics_of(rows)
         self.judged = values
-        known = self.known_predictions(i, t_ms)
-        coverage = min(1.0, len(rows) / known) if known > 0 else float("nan")
+        coverage = min(1.0, len(rows) / known)
         self._remember(i, values, known)
         intervals = self._intervals(rows, values, s.confidence, seed=i & 0x7FFFFFFF)
         alerts = []
