@@ -14,11 +14,12 @@ Regimes: ``quiet`` (N(0, 1) at the default delta: a few detections, long windows
 ``frequent`` (N(0, 1) at ``delta=0.1``: a false alarm every 10**4 values or so) and
 ``changes`` (the mean jumps every 1 000 to 5 000 values, default delta: a detection per jump).
 
-Ours is one ``update`` with the whole stream. It screens most values with cheap vectorised
-bounds and pays per detection (a restart, the check times near the cut that need the exact
-test, the rest of the chunk screened in vain); river's cost per value is flat, and lower when
-its window stays short. So frequent detections are our slow case, and the table reports them
-next to the quiet one.
+Ours is one ``update`` with the whole stream. It screens the (check time, bucket edge) pairs
+with vectorised bounds (every pair directly while the window is short, as after each restart)
+and pays per detection (a restart, the exact test, the block screened past the cut); river's
+cost per value is flat, and lower when its window stays short. So frequent detections are our
+slow case, at ``clock=1`` most (every value is a check time), and the table reports them next
+to the quiet one.
 """
 
 from __future__ import annotations

@@ -49,7 +49,13 @@ cost per chunk matters as much as the cost per value: the tiers with few blocks 
 pass on a cached flat layout of their pairs, the per-check-time tests of the pairs not cleared
 run a few windows at a time (after a change most pairs fail, and the work past the detection is
 lost), and the prefix sums are centred on the window mean early in the chunk, so that a change
-late in the chunk does not loosen the bounds before it. Batches of fewer than ``_SMALL_BATCH``
+late in the chunk does not loosen the bounds before it. While the window is short (fewer than
+``_DENSE_TIMES`` check times, as after each restart) a dense screen replaces the tiers: the
+per-pair test with its rounding margin on every (check time, bucket edge) pair, a block of
+check times per handful of numpy calls, on a layout of the pairs cached by check times (a
+window restarted empty comes back to the same check times run after run). The exact test in
+the batch path computes every pass of river's loop (one per bucket dropped) as one (pass,
+edge) matrix, in river's order of operations. Batches of fewer than ``_SMALL_BATCH``
 values go through a plain port of river's per-value update, which is the reference for the rest.
 
 Intended differences from river: non-finite values are skipped (river would let a NaN poison
@@ -94,6 +100,9 @@ _REL_MARGIN = 1e-9  # relative slack on the screen's threshold, on top of the ro
 _BAND_BATCH = 256  # band rows given the direct test at once (windows in order), about
 _CENTRE_AT = 256  # window length at which the screen takes its centre, see _Chunk
 _FUSE = 1 << 12  # tiers of at most this many (block, slot) pairs share one numpy pass
+_DENSE_PAIRS = 1 << 15  # (slot, check time) pairs per numpy pass of the dense screen
+_VEC_CUT = 24  # exact tests in the batch path on at least this many buckets: a pass in numpy
+_DENSE_TIMES = 1 << 12  # the dense screen for chunks from windows of fewer check times than this
 
 Levels = list[list[float]]
 Starts = list[list[int]]
@@ -366,6 +375,175 @@ def _cut_window(
     return width, total, variance, first[0], first[1]
 
 
+def _cut_window_vec(
+    tot: Levels,
+    var: Levels,
+    pos: Starts,
+    width: int,
+    total: float,
+    variance: float,
+    delta: float,
+    min_len: int,
+) -> tuple[int, float, float, float, float] | None:
+    """:func:`_cut_window` with all its passes as one (pass, edge) matrix, in numpy.
+
+    Pass ``p`` runs on the window without its ``p`` oldest buckets, and the width, total and
+    variance it starts from follow from those buckets alone, so every pass is computed at once
+    and the first that finds no cut ends the loop. Bit for bit the same: the sums run in the
+    same order (``np.cumsum`` and ``np.subtract.accumulate`` are sequential), the sizes are exact
+    integers, the logarithms are ``math.log``'s and the rest are IEEE elementwise operations in
+    river's order. For the batch path, where the passes in Python cost more than the calls.
+    """
+    lmin = float(min_len)
+    order = range(len(tot) - 1, -1, -1)
+    flat = np.array([t for i in order for t in tot[i]], dtype=np.float64)
+    fvar = np.array([v for i in order for v in var[i]], dtype=np.float64)
+    size = np.array([float(1 << i) for i in order for _ in tot[i]], dtype=np.float64)
+    nb = flat.size
+    if nb < 2:
+        return None
+    # the window before pass p (p oldest buckets dropped), p = 0 .. nb - 1
+    widths = np.subtract.accumulate(np.concatenate(((float(width),), size[:-1])))
+    totals = np.subtract.accumulate(np.concatenate(((total,), flat[:-1])))
+    wf = widths[1:]
+    mu = flat[:-1] / size[:-1]
+    mw = totals[1:] / wf
+    d = mu - mw
+    inc = fvar[:-1] + size[:-1] * wf * d * d / (size[:-1] + wf)
+    variances = np.subtract.accumulate(np.concatenate(((variance,), inc)))
+    # pass p, edge j: after bucket p + j of the flat list (all but the newest bucket)
+    k = nb - 1
+    idx = np.arange(nb)[:, None] + np.arange(k)[None, :]
+    inside = idx < k
+    np.minimum(idx, k - 1, out=idx)
+    seg = flat[idx]
+    u0 = np.cumsum(np.concatenate((np.zeros((nb, 1)), seg), axis=1), axis=1)[:, 1:]
+    u1 = np.subtract.accumulate(np.concatenate((totals[:, None], seg), axis=1), axis=1)[:, 1:]
+    ends = np.cumsum(size)
+    n0 = ends[idx] - np.concatenate(((0.0,), ends[:-1]))[:, None]
+    w = widths[:, None]
+    n1 = w - n0
+    inside &= (n1 >= lmin) & (n0 >= lmin)
+    s2 = variances / widths
+    dp = np.array([math.log(2.0 * math.log(x) / delta) if x > 1.0 else math.nan for x in widths.tolist()])
+    dm = np.abs(u0 / n0 - u1 / n1)
+    m = 1.0 / (n0 - lmin + 1.0) + 1.0 / (n1 - lmin + 1.0)
+    eps = np.sqrt(2.0 * m * s2[:, None] * dp[:, None]) + (_TWO_THIRDS * dp)[:, None] * m
+    cut = inside & (dm > eps)
+    rows = cut.any(axis=1)
+    if not rows[0]:
+        return None
+    drops = int(np.argmin(rows))  # the first pass without a cut (the last one has no edge)
+    j = int(np.argmax(cut[0]))
+    for _ in range(drops):  # delete the oldest buckets, as river's delete_element
+        top = len(tot) - 1
+        del tot[top][0], var[top][0], pos[top][0]
+        if not tot[top]:
+            tot.pop()
+            var.pop()
+            pos.pop()
+    return (
+        int(widths[drops]),
+        float(totals[drops]),
+        float(variances[drops]),
+        float(dm[0, j]),
+        float(eps[0, j]),
+    )
+
+
+class _DenseBlock(NamedTuple):
+    """The (slot, check time) pairs of check times ``t0`` to ``t1`` of a fresh window."""
+
+    t0: int
+    t1: int
+    b: IntArray  # older side's length (0 where ``present`` is False)
+    present: BoolArray  # an edge with both sides of at least ``min_window_length`` values
+    g: FloatArray  # 1/n0 + 1/n1
+    inv1: FloatArray  # 1/n1
+    m: FloatArray  # 1/(n0 - l + 1) + 1/(n1 - l + 1)
+
+
+class _DenseGeometry(NamedTuple):
+    """What the dense screen needs of check times ``first + clock * i`` besides the values."""
+
+    a0: FloatArray  # the threshold's factors, as in _Chunk
+    b0: FloatArray
+    tolf: FloatArray  # 4 eps (n + 300): times the sum of |x| gives the rounding margin
+    blocks: tuple[_DenseBlock, ...]
+
+
+@lru_cache(maxsize=8)  # entries of up to 30 bytes per pair
+def _dense_geometry(
+    max_buckets: int, min_len: int, delta: float, first: int, clock: int, nj: int
+) -> _DenseGeometry:
+    """The pairs and threshold factors of ``nj`` check times from window length ``first``.
+
+    A window restarts empty after each detection, so the same check times come back run after
+    run: cached. The arrays are shared: never modify them.
+    """
+    ns = first + clock * np.arange(nj, dtype=np.int64)
+    nf = ns.astype(np.float64)
+    shrink = 1.0 - _REL_MARGIN
+    dp = np.log(2.0 * np.log(nf) / delta)
+    top = _top_levels(ns, max_buckets)
+    mm = ns + (max_buckets - 1)
+    tab = _slot_table(max_buckets, min_len, math.inf, int(top[-1]))
+    c1 = min_len - 1.0
+    blocks: list[_DenseBlock] = []
+    step = max(1, _DENSE_PAIRS // max(1, tab.level.size))
+    with np.errstate(all="ignore"):  # pairs that are no edge divide by zero; masked
+        for t0 in range(0, nj if tab.level.size else 0, step):
+            t1 = min(nj, t0 + step)
+            n1, present = _slots(mm[t0:t1], top[t0:t1], tab, max_buckets)
+            b = ns[t0:t1] - n1
+            present &= (n1 >= min_len) & (b >= min_len)
+            rows = present.any(axis=1)
+            n1, b, present = n1[rows], np.where(present[rows], b[rows], 0), present[rows]
+            n0f, n1f = b.astype(np.float64), n1.astype(np.float64)
+            m = 1.0 / (n0f - c1) + 1.0 / (n1f - c1)
+            inv1 = 1.0 / n1f
+            blocks.append(_DenseBlock(t0, t1, b, present, 1.0 / n0f + inv1, inv1, m))
+    return _DenseGeometry(
+        a0=(2.0 * shrink * shrink) * dp,
+        b0=(_TWO_THIRDS * shrink) * dp,
+        tolf=(4.0 * _EPS) * (nf + 300.0),
+        blocks=tuple(blocks),
+    )
+
+
+def _dense_fresh(
+    geo: _DenseGeometry,
+    first: int,
+    clock: int,
+    nj: int,
+    totals: FloatArray,
+    variances: FloatArray,
+    abs_totals: FloatArray,
+) -> Iterator[int]:
+    """:meth:`_Chunk.dense` for a window that started empty with this run (``n_old == 0``):
+    the window's sums at length ``n`` are ``totals[n]``, ... and the geometry is cached."""
+    at = slice(first, first + clock * nj, clock)
+    sn = totals[at]
+    a = variances[at] / (first + clock * np.arange(nj, dtype=np.float64))
+    a *= geo.a0
+    tol = abs_totals[at] * geo.tolf
+    for blk in geo.blocks:
+        t0, t1 = blk.t0, blk.t1
+        # pb/n0 - (S - pb)/n1 as pb (1/n0 + 1/n1) - S/n1: a few roundings more, far inside
+        # the margin (which allows for n + 300 of them)
+        dm = totals[blk.b]
+        dm *= blk.g
+        dm -= sn[t0:t1] * blk.inv1
+        np.abs(dm, out=dm)
+        eps = a[t0:t1] * blk.m
+        np.sqrt(eps, out=eps)
+        eps += geo.b0[t0:t1] * blk.m
+        dm += tol[t0:t1] * blk.g
+        hit = np.flatnonzero((blk.present > (dm < eps)).any(axis=0))
+        if hit.size:
+            yield from (hit + t0).tolist()
+
+
 class _Chunk:
     """The screen of one chunk of check times: which of them may hold a cut.
 
@@ -596,6 +774,49 @@ class _Chunk:
                 flags[self._leaf_flags(lb, lt) - at] = True
                 yield from (np.flatnonzero(flags) + at).tolist()
             i = j
+
+    def dense(self) -> Iterator[int]:
+        """:meth:`candidates` for a short window: every (check time, bucket edge) pair at once.
+
+        The test of :meth:`_leaf_flags` (river's, on prefix sums, with its rounding margin) over
+        the whole (slot, check time) matrix, ``_DENSE_PAIRS`` pairs at a time and in order, so
+        that little is computed past a detection. About twenty numpy calls per block of check
+        times, where the tiered screen takes a few hundred per chunk: the cheaper path while the
+        window (hence the number of its edges) is short, as it is after each detection.
+        """
+        tab = _slot_table(self.mb, self.lmin, math.inf, self.max_top)
+        if not tab.level.size:
+            return
+        lmin, c1 = self.lmin, self.lmin - 1.0
+        step = max(1, _DENSE_PAIRS // tab.level.size)
+        tol = (4.0 * _EPS) * (self.nf + 300.0) * self.an
+        a = self.a0 * self.s2
+        for t0 in range(0, self.nj, step):
+            t1 = min(self.nj, t0 + step)
+            n1, present = _slots(self.mm[t0:t1], self.top[t0:t1], tab, self.mb)
+            b = self.ns[t0:t1] - n1
+            present &= n1 >= lmin
+            present &= b >= lmin
+            pb = self.prefix_where(b, present)
+            n0f = b.astype(np.float64)
+            n1f = n1.astype(np.float64)
+            dm = pb / n0f
+            dm -= (self.sn[t0:t1] - pb) / n1f
+            np.abs(dm, out=dm)
+            m = 1.0 / (n0f - c1)
+            m += 1.0 / (n1f - c1)
+            eps = a[t0:t1] * m
+            np.sqrt(eps, out=eps)
+            m *= self.b0[t0:t1]
+            eps += m
+            np.divide(1.0, n0f, out=n0f)
+            np.divide(1.0, n1f, out=n1f)
+            n0f += n1f
+            n0f *= tol[t0:t1]
+            dm += n0f
+            hit = np.flatnonzero((present > (dm < eps)).any(axis=0))
+            if hit.size:
+                yield from (hit + t0).tolist()
 
     # -----------------------------------------------------------------------------------------
     # bounds over blocks of check times
@@ -1082,18 +1303,26 @@ class ADWIN(Detector):
         clock, grace = self.clock, self.grace_period
         done, chunk = 0, self._first_chunk
         while done < k:
+            dense = n_old + done < _DENSE_TIMES * clock
             hi = min(k, done + chunk)
             self._extend(y, done, hi, n_old, totals, variances, abs_totals)
             first = max(n_old + done + 1, grace + 1)
             first = -(-first // clock) * clock
             if first <= n_old + hi:
                 ns = np.arange(first, n_old + hi + 1, clock, dtype=np.int64)
-                screen = _Chunk(self, ns, n_old, totals, variances, abs_totals, old_edges, old_prefix)
-                for t in screen.candidates():
+                if dense and not n_old:
+                    f0, nj = int(ns[0]), int(ns.size)
+                    geo = _dense_geometry(self.max_buckets, self.min_window_length, self.delta, f0, clock, nj)
+                    cands = _dense_fresh(geo, f0, clock, nj, totals, variances, abs_totals)
+                else:
+                    screen = _Chunk(self, ns, n_old, totals, variances, abs_totals, old_edges, old_prefix)
+                    cands = screen.dense() if dense else screen.candidates()
+                for t in cands:
                     n = int(ns[t])
                     j = n - n_old
                     levels = self._build(n, n_old, old_map, y, pos)
-                    res = _cut_window(
+                    cut = _cut_window_vec if sum(map(len, levels[0])) >= _VEC_CUT else _cut_window
+                    res = cut(
                         *levels, n, float(totals[j]), float(variances[j]), self.delta, self.min_window_length
                     )
                     if res is not None:
@@ -1141,17 +1370,17 @@ class ADWIN(Detector):
         seg = y[lo:hi]
         w = np.arange(n_old + lo + 1, n_old + hi + 1, dtype=np.float64)
         wm1 = w - 1.0
-        with np.errstate(all="ignore"):  # values near the float range overflow, as in river
-            totals[lo + 1 : hi + 1] = seg
-            np.cumsum(totals[lo : hi + 1], out=totals[lo : hi + 1])
-            abs_totals[lo + 1 : hi + 1] = np.abs(seg)
-            np.cumsum(abs_totals[lo : hi + 1], out=abs_totals[lo : hi + 1])
-            dv = seg - totals[lo:hi] / wm1
-            inc = wm1 * dv * dv / w
-            if n_old + lo == 0:
-                inc[0] = 0.0
-            variances[lo + 1 : hi + 1] = inc
-            np.cumsum(variances[lo : hi + 1], out=variances[lo : hi + 1])
+        # values near the float range overflow, as in river (under update's error state)
+        totals[lo + 1 : hi + 1] = seg
+        np.cumsum(totals[lo : hi + 1], out=totals[lo : hi + 1])
+        abs_totals[lo + 1 : hi + 1] = np.abs(seg)
+        np.cumsum(abs_totals[lo : hi + 1], out=abs_totals[lo : hi + 1])
+        dv = seg - totals[lo:hi] / wm1
+        inc = wm1 * dv * dv / w
+        if n_old + lo == 0:
+            inc[0] = 0.0
+        variances[lo + 1 : hi + 1] = inc
+        np.cumsum(variances[lo : hi + 1], out=variances[lo : hi + 1])
 
     # -----------------------------------------------------------------------------------------
     # exact bucket lists
@@ -1185,10 +1414,10 @@ class ADWIN(Detector):
             tl, tr = ptot[-1][s : s + 2 * cnt : 2], ptot[-1][s + 1 : s + 2 * cnt : 2]
             vl, vr = pvar[-1][s : s + 2 * cnt : 2], pvar[-1][s + 1 : s + 2 * cnt : 2]
             h = float(1 << (j - 1))
-            with np.errstate(all="ignore"):  # sums near the float range overflow, as in river
-                d = tl / h - tr / h
-                ptot.append(tl + tr)
-                pvar.append(vl + vr + h * 0.5 * d * d)
+            # sums near the float range overflow, as in river (under update's error state)
+            d = tl / h - tr / h
+            ptot.append(tl + tr)
+            pvar.append(vl + vr + h * 0.5 * d * d)
             q0.append(first)
 
         def block(p: int, i: int) -> tuple[float, float, int]:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from river import drift as river_drift
 
+from streamwatch.detectors import adwin
 from streamwatch.detectors.adwin import ADWIN
 from streamwatch.detectors.base import Detection, Detector, SnapshotError
 
@@ -137,6 +138,44 @@ def test_frequent_detections_match_river(seed: int, clock: int) -> None:
     split = ADWIN(delta=0.1, clock=clock)
     assert feed_in_batches(split, x, np.random.default_rng(seed)) == found
     assert split.to_dict() == det.to_dict()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"max_buckets": 5, "min_window_length": 5},
+        {"max_buckets": 2, "min_window_length": 1},
+        {"max_buckets": 9, "min_window_length": 20},
+    ],
+)
+def test_the_vectorised_cut_test_is_the_loop_bit_for_bit(params: dict[str, Any]) -> None:
+    # the batch path runs river's cut test (every pass, one oldest bucket dropped per cut) as
+    # one (pass, edge) matrix: same cut, same statistics, same window and buckets after it
+    rng = np.random.default_rng(11)
+    cuts = 0  # trials where more than a bucket or two is dropped
+    for trial in range(30):
+        before, after = rng.integers(20, 3_000, 2)
+        scale = float(rng.choice([1.0, 1e-3, 1e6]))
+        offset = float(rng.choice([0.0, 1e6]))
+        x = offset + scale * np.r_[rng.normal(0.0, 1.0, before), rng.normal(rng.uniform(-2, 2), 1.0, after)]
+        det = ADWIN(clock=10**9, **params)  # never tested: the buckets of the whole stream
+        for i in range(0, x.size, 40):  # the per-value port
+            det.update(x[i : i + 40])
+        delta = float(rng.choice([0.002, 0.1, 0.9]))
+        lmin = params["min_window_length"]
+        tot, var, pos = [list(v) for v in det._tot], [list(v) for v in det._var], [list(v) for v in det._pos]
+        loop = adwin._cut_window(tot, var, pos, det.width, det.total, det.variance, delta, lmin)
+        vtot, vvar, vpos = (
+            [list(v) for v in det._tot],
+            [list(v) for v in det._var],
+            [list(v) for v in det._pos],
+        )
+        with np.errstate(all="ignore"):  # as in the batch path: masked pairs divide by zero
+            vec = adwin._cut_window_vec(vtot, vvar, vpos, det.width, det.total, det.variance, delta, lmin)
+        assert vec == loop, trial
+        assert (vtot, vvar, vpos) == (tot, var, pos), trial
+        cuts += loop is not None and loop[0] < x.size - 100
+    assert cuts >= 10
 
 
 def test_planted_changes_are_found_like_river() -> None:
