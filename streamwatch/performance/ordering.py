@@ -33,8 +33,8 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +55,18 @@ def pad_scores(s: FloatArray | None, n: int, k: int) -> FloatArray:
     if s is not None:
         out[:, : s.shape[1]] = s
     return out
+
+
+def concat_columns(chunks: Sequence[tuple[Any, ...]], scores_at: int) -> tuple[Any, ...]:
+    """Chunks of row columns joined column by column; the scores column (``scores_at``, None or
+    ``(rows, classes)``) is widened to the most classes any chunk has."""
+    k = max((c[scores_at].shape[1] for c in chunks if c[scores_at] is not None), default=0)
+    return tuple(
+        (np.concatenate([pad_scores(c[i], len(c[0]), k) for c in chunks]) if k else None)
+        if i == scores_at
+        else np.concatenate([c[i] for c in chunks])
+        for i in range(len(chunks[0]))
+    )
 
 
 def safe_time(label_watermark: int, prediction_watermark: int, earliest_waiting: int | None) -> int:
@@ -117,17 +129,7 @@ class JoinOrder:
             return i, e, e, None, i, np.zeros(0, np.uint64)
         if len(self.chunks) == 1:
             return self.chunks[0]
-        k = max((c[3].shape[1] for c in self.chunks if c[3] is not None), default=0)
-        scores = np.concatenate([pad_scores(c[3], len(c[0]), k) for c in self.chunks]) if k else None
-        c = self.chunks
-        return (
-            np.concatenate([x[0] for x in c]),
-            np.concatenate([x[1] for x in c]),
-            np.concatenate([x[2] for x in c]),
-            scores,
-            np.concatenate([x[4] for x in c]),
-            np.concatenate([x[5] for x in c]),
-        )
+        return cast(Chunk, concat_columns(self.chunks, scores_at=3))
 
     def to_dict(self) -> dict[str, Any]:
         at, y, p, s, t, h = self._merged()
@@ -153,4 +155,4 @@ def take_rows(c: Chunk, idx: npt.NDArray[Any] | slice) -> Chunk:
     return (c[0][idx], c[1][idx], c[2][idx], None if c[3] is None else c[3][idx], c[4][idx], c[5][idx])
 
 
-__all__ = ["Chunk", "JoinOrder", "pad_scores", "safe_time", "take_rows"]
+__all__ = ["Chunk", "JoinOrder", "concat_columns", "pad_scores", "safe_time", "take_rows"]

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -48,10 +48,19 @@ from streamwatch.performance.metrics import (
     mean_interval,
     regression_metrics,
 )
-from streamwatch.performance.ordering import Chunk, JoinOrder, pad_scores, safe_time, take_rows
+from streamwatch.performance.ordering import (
+    Chunk,
+    JoinOrder,
+    concat_columns,
+    pad_scores,
+    safe_time,
+    take_rows,
+)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+# truth, prediction, scores, prediction time, id hash
+RowArrays = tuple[FloatArray, FloatArray, FloatArray | None, IntArray, npt.NDArray[np.uint64]]
 
 # upper bounds (seconds) of the label-delay histogram's buckets
 DELAY_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0)
@@ -77,9 +86,7 @@ def class_name(v: Any) -> str:
 class Rows:
     """Joined events: truth, prediction, scores, prediction time and id hash, in chunks."""
 
-    chunks: list[tuple[FloatArray, FloatArray, FloatArray | None, IntArray, npt.NDArray[np.uint64]]] = field(
-        default_factory=list
-    )
+    chunks: list[RowArrays] = field(default_factory=list)
 
     def __len__(self) -> int:
         return sum(len(c[0]) for c in self.chunks) if len(self.chunks) > 1 else self._single()
@@ -100,27 +107,13 @@ class Rows:
             if len(self.chunks) >= 64:  # merge now and then so counting stays cheap
                 self.arrays()
 
-    def arrays(
-        self,
-    ) -> tuple[FloatArray, FloatArray, FloatArray | None, IntArray, npt.NDArray[np.uint64]]:
+    def arrays(self) -> RowArrays:
         """All rows as one set of arrays (chunks merged once, then kept merged)."""
         if not self.chunks:
             e = np.zeros(0)
             return e, e, None, np.zeros(0, np.int64), np.zeros(0, np.uint64)
         if len(self.chunks) > 1:
-            k = max((c[2].shape[1] for c in self.chunks if c[2] is not None), default=0)
-            scores = None
-            if k:
-                scores = np.concatenate([pad_scores(c[2], len(c[0]), k) for c in self.chunks])
-            self.chunks = [
-                (
-                    np.concatenate([c[0] for c in self.chunks]),
-                    np.concatenate([c[1] for c in self.chunks]),
-                    scores,
-                    np.concatenate([c[3] for c in self.chunks]),
-                    np.concatenate([c[4] for c in self.chunks]),
-                )
-            ]
+            self.chunks = [cast(RowArrays, concat_columns(self.chunks, scores_at=2))]
         return self.chunks[0]
 
     def keep(self, mask: npt.NDArray[np.bool_]) -> None:
