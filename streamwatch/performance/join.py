@@ -316,6 +316,11 @@ class LabelJoin:
     def to_dict(self) -> dict[str, Any]:
         live = np.fromiter(self.index.values(), np.int64, len(self.index))
         live.sort()
+        # a batch's slots as positions in ``live``: one mask and rank for all batches (a
+        # membership test per batch costs a sort of the whole store each)
+        alive = np.zeros(len(self.times), dtype=bool)
+        alive[live] = True
+        rank = np.cumsum(alive) - 1
         return {
             "ttl_ms": self.ttl_ms,
             "wait_ms": self.wait_ms,
@@ -331,7 +336,7 @@ class LabelJoin:
             "scores": None if self.scores is None else self.scores[live],
             "batch_of": self.batch_of[live],
             "batch_seq": self.batch_seq,
-            "batches": [[t, q, np.searchsorted(live, s[np.isin(s, live)])] for t, q, s in self.batches],
+            "batches": [[t, q, rank[s[alive[s]]]] for t, q, s in self.batches],
             "expired": [[t, h.astype(str).tolist()] for t, h in self.expired],
             "waiting": [[k, v, t] for k, (v, t) in self.waiting.items()],
             "outcomes": dict(self.outcomes),
