@@ -79,7 +79,7 @@ PY = sys.executable
 N_NUMERIC, N_CATEGORICAL = 20, 2
 CLASSES = ["approve", "review", "reject"]
 START_MS = 1_798_761_600_000
-BATCH = 5000  # the worker's default batch.max_events
+BATCH = 20_000  # the worker's default batch.max_events (not imported: a and b stay streamwatch-free)
 CONSUMER_BASE = {
     # what KafkaWorker sets, minus the group protocol (we assign)
     "enable.auto.commit": False,

@@ -313,7 +313,7 @@ class TopicSettings(_Strict):
 
 
 class BatchSettings(_Strict):
-    max_events: int = Field(5000, ge=1, le=1_000_000)
+    max_events: int = Field(20_000, ge=1, le=1_000_000)
     timeout_seconds: float = Field(0.2, gt=0)
     commit_interval_seconds: float = Field(2.0, gt=0)
 
