@@ -29,7 +29,20 @@ part until the next value), then the next value starts an empty window, its cloc
 ``statistic`` the :math:`|\\bar W_0 - \\bar W_1|` and ``threshold`` the
 :math:`\\epsilon_{cut}` of the first cut.
 
-Implementation. As river restarts after every detection, the window between detections holds
+Short windows in river's core. The window after a restart first goes to river's compiled core,
+``river._river_rust.drift.AdaptiveWindowing``, one value at a time through a lazy C-level
+``map`` that stops after the value it detects on: about half the cost per value of river's own
+``ADWIN.update`` loop, and no cost per chunk or per detection of the screen below, which is what
+frequent detections make expensive. The values are kept with their positions. On a detection
+our own test runs on the bucket list rebuilt from them (the statistic and bound of the first
+cut; the window after the cut by river's deletion formula, as many buckets as river's core
+dropped, then our check that the result no longer cuts; any disagreement sends the values
+through our path instead); once ``_RUST_SWITCH`` values are in without one, the window moves to
+our path, faster on long windows. The saved state is always our path's (rebuilt from the kept
+values when a snapshot is taken in the short phase), and without river's core, or with
+``_RUST_SWITCH = 0``, every window takes our path. Results are the same bit for bit either way.
+
+Our path. As river restarts after every detection, the window between detections holds
 every finite value since the last restart, and its bucket layout is a function of its length
 alone (the levels below the top hold ``max_buckets - 1`` buckets plus bit ``i`` of
 ``length + max_buckets - 1``; buckets are aligned on the window start). A batch is cut into
@@ -72,6 +85,7 @@ A. Bifet and R. Gavaldà (2007). Learning from time-changing data with adaptive 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from functools import lru_cache
@@ -81,6 +95,17 @@ import numpy as np
 import numpy.typing as npt
 
 from streamwatch.detectors.base import Detection, Detector, FloatArray, SnapshotError, as_values
+
+# River's compiled core (``AdaptiveWindowing``, the Rust half of river's ``ADWIN``) is the fastest
+# thing per value while the window is short, as after every restart: a C-level map over it costs
+# about half of river's own Python ``update`` loop, where our screen pays per chunk and per
+# detection. So each window starts in it (the "short phase") and moves to our path, faster on
+# long windows, once it holds ``_RUST_SWITCH`` values; the state we save stays ours.
+_AdaptiveWindowing: Any
+try:
+    from river._river_rust.drift import AdaptiveWindowing as _AdaptiveWindowing
+except ImportError:  # pragma: no cover - a river without its compiled core: our path only
+    _AdaptiveWindowing = None
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -103,6 +128,13 @@ _FUSE = 1 << 12  # tiers of at most this many (block, slot) pairs share one nump
 _DENSE_PAIRS = 1 << 15  # (slot, check time) pairs per numpy pass of the dense screen
 _VEC_CUT = 24  # exact tests in the batch path on at least this many buckets: a pass in numpy
 _DENSE_TIMES = 1 << 12  # the dense screen for chunks from windows of fewer check times than this
+# values a window spends in river's core before our path (0: never). River's core costs 160-400 ns
+# a value at clock 1, growing with the log of the window, ours ~250 on long windows plus its cost
+# per chunk and per detection; 2**16 was the fastest on null noise at delta 0.1 (runs of up to 50k
+# values between false alarms) and costs quiet streams a few per cent. At clock 32 both cost about the same.
+_RUST_SWITCH = 1 << 16
+_RUST_PIECE = 1 << 12  # values handed to river's core at once (lists made past a detection are lost)
+_BUF_START = 1 << 10  # initial room for the values kept in the short phase (then doubled)
 
 Levels = list[list[float]]
 Starts = list[list[int]]
@@ -304,6 +336,62 @@ def _phase_view(x: npt.NDArray[_S], per: int) -> npt.NDArray[_S]:
     return x.reshape(-1, per).T[:, None, :]
 
 
+def _cut_pass(
+    tot: Levels, width: int, total: float, variance: float, delta: float, min_len: int
+) -> tuple[float, float] | None:
+    """One pass of river's change test: the first edge (oldest first) that cuts the window.
+
+    Returns the ``|mean difference|`` and the bound there, or None when no edge cuts.
+    """
+    lmin = float(min_len)
+    w = float(width)
+    s2 = variance / w
+    dp = math.nan
+    n0, n1, u0, u1 = 0.0, w, 0.0, total
+    for idx in range(len(tot) - 1, -1, -1):
+        size = float(1 << idx)
+        level = tot[idx]
+        last = len(level) - 1
+        for k, t in enumerate(level):
+            n0 += size
+            n1 -= size
+            u0 += t
+            u1 -= t
+            if idx == 0 and k == last:
+                break
+            if n1 >= lmin and n0 >= lmin:
+                if math.isnan(dp):  # first evaluation in this pass; width >= 2 here
+                    dp = math.log(2.0 * math.log(w) / delta)
+                dm = u0 / n0 - u1 / n1
+                m = 1.0 / (n0 - lmin + 1.0) + 1.0 / (n1 - lmin + 1.0)
+                arg = 2.0 * m * s2 * dp
+                eps = (math.sqrt(arg) if arg >= 0.0 else math.nan) + _TWO_THIRDS * dp * m
+                if abs(dm) > eps:
+                    return abs(dm), eps
+    return None
+
+
+def _drop_oldest(
+    tot: Levels, var: Levels, pos: Starts, width: int, total: float, variance: float
+) -> tuple[int, float, float]:
+    """Delete the oldest bucket, as river's ``delete_element``: the new width, total, variance."""
+    top = len(tot) - 1
+    nb = float(1 << top)
+    u, v = tot[top][0], var[top][0]
+    mu = u / nb
+    width -= 1 << top
+    wf = float(width)
+    total -= u
+    mu_window = total / wf
+    variance -= v + nb * wf * (mu - mu_window) * (mu - mu_window) / (nb + wf)
+    del tot[top][0], var[top][0], pos[top][0]
+    if not tot[top]:
+        tot.pop()
+        var.pop()
+        pos.pop()
+    return width, total, variance
+
+
 def _cut_window(
     tot: Levels,
     var: Levels,
@@ -320,58 +408,13 @@ def _cut_window(
     None when nothing cuts (nothing is changed), else the window's width, total and variance
     after the cuts, and the ``|mean difference|`` and bound of the first cut.
     """
-    lmin = float(min_len)
-    first: tuple[float, float] | None = None
-    while True:
-        w = float(width)
-        s2 = variance / w
-        dp = math.nan
-        n0, n1, u0, u1 = 0.0, w, 0.0, total
-        cut = False
-        for idx in range(len(tot) - 1, -1, -1):
-            size = float(1 << idx)
-            level = tot[idx]
-            last = len(level) - 1
-            for k, t in enumerate(level):
-                n0 += size
-                n1 -= size
-                u0 += t
-                u1 -= t
-                if idx == 0 and k == last:
-                    break
-                if n1 >= lmin and n0 >= lmin:
-                    if math.isnan(dp):  # first evaluation in this pass; width >= 2 here
-                        dp = math.log(2.0 * math.log(w) / delta)
-                    dm = u0 / n0 - u1 / n1
-                    m = 1.0 / (n0 - lmin + 1.0) + 1.0 / (n1 - lmin + 1.0)
-                    arg = 2.0 * m * s2 * dp
-                    eps = (math.sqrt(arg) if arg >= 0.0 else math.nan) + _TWO_THIRDS * dp * m
-                    if abs(dm) > eps:
-                        cut = True
-                        if first is None:
-                            first = (abs(dm), eps)
-                        break
-            if cut:
-                break
-        if not cut:
-            break
-        # delete the oldest bucket, as river's delete_element
-        top = len(tot) - 1
-        nb = float(1 << top)
-        u, v = tot[top][0], var[top][0]
-        mu = u / nb
-        width -= 1 << top
-        wf = float(width)
-        total -= u
-        mu_window = total / wf
-        variance -= v + nb * wf * (mu - mu_window) * (mu - mu_window) / (nb + wf)
-        del tot[top][0], var[top][0], pos[top][0]
-        if not tot[top]:
-            tot.pop()
-            var.pop()
-            pos.pop()
+    first = _cut_pass(tot, width, total, variance, delta, min_len)
     if first is None:
         return None
+    cut: tuple[float, float] | None = first
+    while cut is not None:
+        width, total, variance = _drop_oldest(tot, var, pos, width, total, variance)
+        cut = _cut_pass(tot, width, total, variance, delta, min_len)
     return width, total, variance, first[0], first[1]
 
 
@@ -1151,6 +1194,8 @@ class ADWIN(Detector):
         self.min_window_length = min_window_length
         self.grace_period = grace_period
         self.n_detections = 0
+        self._buf_y: FloatArray = np.empty(_BUF_START)  # river's core's values (short phase)
+        self._buf_pos: IntArray = np.empty(_BUF_START, dtype=np.int64)
         self._reset_window()
         self._pending_reset = False
         # speed only, never results: runs between detections predict the next one, and a
@@ -1163,21 +1208,26 @@ class ADWIN(Detector):
     @property
     def width(self) -> int:
         """Number of values in the window."""
-        return self._width
+        return self._buf_n if self._helper is not None else self._width
 
     @property
     def total(self) -> float:
         """Sum of the values in the window."""
+        if self._helper is not None:  # river's sum, the same additions in the same order
+            return float(self._helper.get_total())
         return self._total
 
     @property
     def estimation(self) -> float:
         """Mean of the window (0 when it is empty)."""
-        return self._total / self._width if self._width else 0.0
+        width = self.width
+        return self.total / width if width else 0.0
 
     @property
     def variance(self) -> float:
         """River's ``variance``: the sum of squared deviations from the mean over the window."""
+        if self._helper is not None:
+            return float(self._helper.get_variance())
         return self._variance
 
     def _reset_window(self) -> None:
@@ -1189,6 +1239,19 @@ class ADWIN(Detector):
         self._var: Levels = [[]]
         self._pos: Starts = [[]]
         self._pending_reset = False
+        # the short phase: river's core tests the values, which are kept (with their positions)
+        # until a detection or the switch to our path; the fields above wait for the switch
+        self._switch = _RUST_SWITCH
+        self._helper: Any = None
+        if _AdaptiveWindowing is not None and self._switch > 0:
+            self._helper = _AdaptiveWindowing(
+                delta=self.delta,
+                clock=self.clock,
+                max_buckets=self.max_buckets,
+                min_window_length=self.min_window_length,
+                grace_period=self.grace_period,
+            )
+        self._buf_n = 0  # the kept values and positions are the first _buf_n of _buf_y, _buf_pos
 
     def _after_drift(self, width: int, total: float, variance: float) -> None:
         self._width, self._total, self._variance = width, total, variance
@@ -1228,12 +1291,19 @@ class ADWIN(Detector):
         while i < k:
             if self._pending_reset:
                 self._reset_window()
+            if self._helper is not None:
+                used, found_short = self._feed_short(y, pos, i)
+                i += used
+                out += found_short
+                continue
             if k - i < _SMALL_BATCH:
                 for value, p in zip(y[i:].tolist(), pos[i:].tolist(), strict=True):
+                    i += 1
                     found = self._step(value, p)
-                    if found is not None:
+                    if found is not None:  # the next value restarts the window, maybe short
                         out.append(found)
-                break
+                        break
+                continue
             used, found = self._run(y[i:], pos[i:])
             i += used
             if found is not None:
@@ -1241,9 +1311,8 @@ class ADWIN(Detector):
         return out
 
     def _step(self, x: float, p: int) -> Detection | None:
-        """One value, as river's ``AdaptiveWindowing.update`` (insert, compress, test)."""
-        if self._pending_reset:
-            self._reset_window()
+        """One value, as river's ``AdaptiveWindowing.update`` (insert, compress, test), on a
+        window our path holds (not after a detection: the caller restarts the window)."""
         tot, var, pos = self._tot, self._var, self._pos
         tot[0].append(x)
         var[0].append(0.0)
@@ -1283,6 +1352,90 @@ class ADWIN(Detector):
         start = pos[-1][0]
         self._after_drift(res[0], res[1], res[2])
         return Detection(at=p, start=start, statistic=res[3], threshold=res[4])
+
+    # -----------------------------------------------------------------------------------------
+    # the short phase: river's compiled core
+
+    def _feed_short(self, y: FloatArray, pos: IntArray, i: int) -> tuple[int, list[Detection]]:
+        """Values from ``y[i]`` to river's core until a detection, the switch length or the end.
+
+        The core tests every value as river's ``ADWIN`` does; ``map`` is lazy, so it stops right
+        after the value that detects. The values are kept with their positions, for our cut
+        test on a detection and for the move to our path. Returns the values consumed and the
+        detections.
+        """
+        j = min(int(y.size), i + _RUST_PIECE, i + self._switch - self._buf_n)
+        tested = map(self._helper.update, y[i:j].tolist())
+        hit = next(itertools.compress(itertools.count(), tested), None)
+        used = j - i if hit is None else hit + 1
+        n, end = self._buf_n, self._buf_n + used
+        if end > self._buf_y.size:  # grow by doubling: amortised, and no list of pieces
+            size = max(end, 2 * self._buf_y.size)
+            self._buf_y = np.concatenate((self._buf_y[:n], np.empty(size - n)))
+            self._buf_pos = np.concatenate((self._buf_pos[:n], np.empty(size - n, dtype=np.int64)))
+        self._buf_y[n:end] = y[i : i + used]
+        self._buf_pos[n:end] = pos[i : i + used]
+        self._buf_n = end
+        if hit is not None:
+            return used, self._short_detection()
+        if end >= self._switch:
+            self._leave_short()
+        return used, []
+
+    def _short_state(self) -> tuple[tuple[Levels, Levels, Starts], int, float, float, float]:
+        """The window of the short phase in our form, from the kept values: the bucket list,
+        width, total, variance and sum of ``|x|``, as our path would hold them."""
+        n = self._buf_n
+        if not n:
+            return ([[]], [[]], [[]]), 0, 0.0, 0.0, 0.0
+        y, pos = self._buf_y[:n], self._buf_pos[:n]
+        totals, variances, abs_totals = np.zeros(n + 1), np.zeros(n + 1), np.zeros(n + 1)
+        with np.errstate(all="ignore"):  # sums overflow as river's do
+            self._extend(y, 0, n, 0, totals, variances, abs_totals)
+            levels = self._build(n, 0, {}, y, pos)
+        return levels, n, float(totals[n]), float(variances[n]), float(abs_totals[n])
+
+    def _short_detection(self) -> list[Detection]:
+        """River's core detected on the last kept value: our cut test on the same window.
+
+        River's cut drops the oldest bucket while the window cuts, and its window after the cut
+        tells how many it dropped. So of the passes of our test only the first (the statistic
+        and bound) and the last (no cut) run here, the drops in between by river's formula on
+        our buckets: the window after the cut is ours, and a disagreement replays the values.
+        """
+        (tot, var, pos), n, total, variance, _ = self._short_state()
+        delta, lmin = self.delta, self.min_window_length
+        first = _cut_pass(tot, n, total, variance, delta, lmin)
+        kept = int(self._helper.get_width())
+        width = n
+        while first is not None and width - (1 << (len(tot) - 1)) >= max(kept, 1):
+            width, total, variance = _drop_oldest(tot, var, pos, width, total, variance)
+        if first is None or width != kept or _cut_pass(tot, width, total, variance, delta, lmin) is not None:
+            return self._replay()  # never seen: our own path decides, from the window's start
+        at = int(self._buf_pos[n - 1])
+        self._helper, self._buf_n = None, 0
+        self._after_drift(width, total, variance)
+        return [Detection(at=at, start=pos[-1][0], statistic=first[0], threshold=first[1])]
+
+    def _leave_short(self) -> None:
+        """Move the window to our path (river's core has tested every value so far)."""
+        levels, n, total, variance, abs_total = self._short_state()
+        self._tot, self._var, self._pos = levels
+        self._width, self._total, self._variance, self._abs_total = n, total, variance, abs_total
+        self._helper, self._buf_n = None, 0
+        # the window may grow long before the next restart: do not hold its values meanwhile
+        self._buf_y, self._buf_pos = np.empty(_BUF_START), np.empty(_BUF_START, dtype=np.int64)
+
+    def _replay(self) -> list[Detection]:
+        """The kept values again through our path alone, from the empty window."""
+        n = self._buf_n
+        y, pos = self._buf_y[:n].copy(), self._buf_pos[:n].copy()  # a restart reuses the buffers
+        self._helper, self._buf_n = None, 0
+        with np.errstate(all="ignore"):
+            return self._update_finite(y, pos)
+
+    # -----------------------------------------------------------------------------------------
+    # our path
 
     def _run(self, y: FloatArray, pos: IntArray) -> tuple[int, Detection | None]:
         """Values ``y`` (finite) from the current window until the first detection or the end.
@@ -1420,6 +1573,19 @@ class ADWIN(Detector):
             pvar.append(vl + vr + h * 0.5 * d * d)
             q0.append(first)
 
+        tot: Levels = [[] for _ in counts]
+        var: Levels = [[] for _ in counts]
+        starts: Starts = [[] for _ in counts]
+        if not n_old:  # every bucket a block of the pyramid: a slice of each level
+            p = 0
+            for i in range(top, -1, -1):
+                c, size = counts[i], 1 << i
+                tot[i] = ptot[i][p >> i : (p >> i) + c].tolist()
+                var[i] = pvar[i][p >> i : (p >> i) + c].tolist()
+                starts[i] = pos[p : p + c * size : size].tolist()
+                p += c * size
+            return tot, var, starts
+
         def block(p: int, i: int) -> tuple[float, float, int]:
             if p >= n_old:
                 idx = (p >> i) - q0[i]
@@ -1434,9 +1600,6 @@ class ADWIN(Detector):
             d = t0 / h - t1 / h
             return t0 + t1, v0 + v1 + h * 0.5 * d * d, s0
 
-        tot: Levels = [[] for _ in counts]
-        var: Levels = [[] for _ in counts]
-        starts: Starts = [[] for _ in counts]
         p = 0
         for i in range(top, -1, -1):
             for _ in range(counts[i]):
@@ -1451,6 +1614,10 @@ class ADWIN(Detector):
     # state
 
     def to_dict(self) -> dict[str, Any]:
+        tot, var, pos = self._tot, self._var, self._pos
+        width, total, variance, abs_total = self._width, self._total, self._variance, self._abs_total
+        if self._helper is not None:  # the short phase: the state our path would hold
+            (tot, var, pos), width, total, variance, abs_total = self._short_state()
         return {
             "delta": self.delta,
             "clock": self.clock,
@@ -1460,13 +1627,13 @@ class ADWIN(Detector):
             "n_seen": self.n_seen,
             "n_detections": self.n_detections,
             "pending_reset": self._pending_reset,
-            "width": self._width,
-            "total": _enc(self._total),
-            "variance": _enc(self._variance),
-            "abs_total": _enc(self._abs_total),
-            "bucket_totals": [[_enc(v) for v in level] for level in self._tot],
-            "bucket_variances": [[_enc(v) for v in level] for level in self._var],
-            "bucket_starts": [list(level) for level in self._pos],
+            "width": width,
+            "total": _enc(total),
+            "variance": _enc(variance),
+            "abs_total": _enc(abs_total),
+            "bucket_totals": [[_enc(v) for v in level] for level in tot],
+            "bucket_variances": [[_enc(v) for v in level] for level in var],
+            "bucket_starts": [list(level) for level in pos],
         }
 
     @classmethod
@@ -1496,6 +1663,8 @@ class ADWIN(Detector):
             raise SnapshotError("bad adwin state: bucket lists of different shapes")
         if not det._pending_reset and shape != _level_counts(det._width, det.max_buckets):
             raise SnapshotError("bad adwin state: bucket layout does not match the window width")
+        if det._width or det._pending_reset:  # our path holds the window (its values are gone)
+            det._helper = None
         return det
 
 

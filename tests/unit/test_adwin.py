@@ -92,6 +92,18 @@ def assert_same_window(ours: ADWIN, theirs: Any) -> None:
     assert ours.variance == pytest.approx(theirs.variance, rel=1e-12, abs=1e-12)
 
 
+@pytest.fixture(params=["hybrid", "switch_700", "pure"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which path the detectors built in the test take: river's core for windows shorter than
+    the default switch length, or than 700 values (so most windows move to our path), or ours
+    only."""
+    if request.param == "switch_700":
+        monkeypatch.setattr(adwin, "_RUST_SWITCH", 700)
+    elif request.param == "pure":
+        monkeypatch.setattr(adwin, "_RUST_SWITCH", 0)
+    return str(request.param)
+
+
 def check_detections(found: list[Detection], ref: list[tuple[int, int]]) -> None:
     assert [(d.at, d.start) for d in found] == ref
     for d in found:
@@ -106,6 +118,7 @@ def check_detections(found: list[Detection], ref: list[tuple[int, int]]) -> None
 @pytest.mark.parametrize("clock", [1, 32])
 @pytest.mark.parametrize("delta", [0.002, 0.1])
 @pytest.mark.parametrize("stream", sorted(STREAMS))
+@pytest.mark.usefixtures("path")
 def test_detections_match_river(stream: str, delta: float, clock: int) -> None:
     x = STREAMS[stream](7)
     ref, theirs = river_run(x, delta=delta, clock=clock)
@@ -120,6 +133,7 @@ def test_detections_match_river(stream: str, delta: float, clock: int) -> None:
 
 @pytest.mark.parametrize("clock", [1, 32])
 @pytest.mark.parametrize("seed", range(4))
+@pytest.mark.usefixtures("path")
 def test_frequent_detections_match_river(seed: int, clock: int) -> None:
     # the regime where every run between restarts is short: null noise at delta 0.1 (a false
     # alarm every few thousand values), then mean jumps every few hundred values
@@ -148,9 +162,12 @@ def test_frequent_detections_match_river(seed: int, clock: int) -> None:
         {"max_buckets": 9, "min_window_length": 20},
     ],
 )
-def test_the_vectorised_cut_test_is_the_loop_bit_for_bit(params: dict[str, Any]) -> None:
+def test_the_vectorised_cut_test_is_the_loop_bit_for_bit(
+    params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # the batch path runs river's cut test (every pass, one oldest bucket dropped per cut) as
     # one (pass, edge) matrix: same cut, same statistics, same window and buckets after it
+    monkeypatch.setattr(adwin, "_RUST_SWITCH", 0)  # the bucket lists of our path, read below
     rng = np.random.default_rng(11)
     cuts = 0  # trials where more than a bucket or two is dropped
     for trial in range(30):
@@ -200,6 +217,7 @@ def test_planted_changes_are_found_like_river() -> None:
         {"clock": 1, "delta": 1e-5},
     ],
 )
+@pytest.mark.usefixtures("path")
 def test_other_parameters_match_river(params: dict[str, Any]) -> None:
     x = gauss_steps(11)
     ref, theirs = river_run(x, **params)
@@ -209,6 +227,7 @@ def test_other_parameters_match_river(params: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("clock", [1, 32])
+@pytest.mark.usefixtures("path")
 def test_large_mean_rounding_matches_river(clock: int) -> None:
     x = offset_shift(5)
     ref, theirs = river_run(x, clock=clock)
@@ -218,6 +237,7 @@ def test_large_mean_rounding_matches_river(clock: int) -> None:
     assert_same_window(det, theirs)
 
 
+@pytest.mark.usefixtures("path")
 def test_state_right_after_a_detection_is_rivers() -> None:
     # river shows the kept newer sub-window until the next value, then restarts
     x = gauss_shift(1)
@@ -250,6 +270,7 @@ def feed_in_batches(det: ADWIN, x: np.ndarray, rng: np.random.Generator) -> list
 
 
 @pytest.mark.parametrize("clock", [1, 32])
+@pytest.mark.usefixtures("path")
 def test_random_batches_give_the_same_result_as_one_batch(clock: int) -> None:
     x = np.r_[gauss_steps(4), bernoulli_shift(4)]
     whole = ADWIN(clock=clock)
@@ -271,6 +292,7 @@ def test_value_by_value_equals_one_batch() -> None:
     assert det.to_dict() == whole.to_dict()
 
 
+@pytest.mark.usefixtures("path")
 def test_a_long_window_continued_by_a_large_batch() -> None:
     # the batch path starting from a window built by earlier batches (old buckets + new values)
     x = np.r_[null_stream(9)[:30_000], np.random.default_rng(9).normal(0.4, 1.0, 30_000)]
@@ -282,6 +304,7 @@ def test_a_long_window_continued_by_a_large_batch() -> None:
 
 
 @pytest.mark.parametrize("clock", [1, 32])
+@pytest.mark.usefixtures("path")
 def test_snapshot_restore_continues_exactly(clock: int) -> None:
     x = np.r_[gauss_steps(6), null_stream(6)[:10_000]]
     whole = ADWIN(clock=clock)
@@ -310,6 +333,7 @@ def test_to_dict_is_plain_json_and_round_trips() -> None:
     assert (back.width, back.estimation, back.variance) == (det.width, det.estimation, det.variance)
 
 
+@pytest.mark.usefixtures("path")
 def test_non_finite_values_are_skipped_but_counted_in_positions() -> None:
     rng = np.random.default_rng(12)
     finite = gauss_steps(12)
@@ -336,6 +360,158 @@ def test_all_non_finite_and_empty_batches() -> None:
     assert (det.n_seen, det.width, det.estimation) == (3, 0, 0.0)
     det.update(np.ones(20))
     assert (det.n_seen, det.width, det.estimation) == (23, 20, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# river's compiled core for short windows: exactly our path's results
+
+
+def quiet_40k(seed: int) -> np.ndarray:
+    return null_stream(seed)[:40_000]
+
+
+HYBRID_REGIMES = {  # name: (stream, delta)
+    "quiet": (quiet_40k, 0.002),
+    "jumps": (many_changes, 0.002),
+    "delta_0.1": (quiet_40k, 0.1),
+}
+
+
+def batch_sizes(rng: np.random.Generator, total: int, switch: int) -> list[int]:
+    """Batches that split anywhere: single values, around the batch path's minimum, around
+    the switch length and across it."""
+    choices = [1, 2, 7, 47, 48, 300, switch - 1, switch, switch + 1, 2 * switch + 5, 5_000]
+    sizes: list[int] = []
+    while sum(sizes) < total:
+        sizes.append(int(rng.choice(choices)))
+    return sizes
+
+
+def run_batches(x: np.ndarray, sizes: list[int], **params: Any) -> tuple[list[Detection], list[Any], ADWIN]:
+    """Detections, the public state after each batch, and the detector at the end."""
+    det = ADWIN(**params)
+    found: list[Detection] = []
+    states: list[Any] = []
+    i = 0
+    for size in sizes:
+        found += det.update(x[i : i + size])
+        i += size
+        states.append((det.n_seen, det.n_detections, det.width, det.total, det.variance, det.estimation))
+    return found, states, det
+
+
+def no_replay(self: ADWIN) -> list[Detection]:
+    raise AssertionError("our cut test disagreed with river's core")
+
+
+def run_both(
+    x: np.ndarray, sizes: list[int], switch: int, monkeypatch: pytest.MonkeyPatch, **params: Any
+) -> tuple[list[Detection], ADWIN]:
+    """Run with our path only, then with river's core up to ``switch`` values, and check that
+    they agree bit for bit: detections (statistics and bounds too), state after every batch,
+    saved state at the end. Returns the detections and the detector of the second run."""
+    monkeypatch.setattr(adwin, "_RUST_SWITCH", 0)
+    pure, pure_states, pure_det = run_batches(x, sizes, **params)
+    assert pure_det._helper is None
+    monkeypatch.setattr(adwin, "_RUST_SWITCH", switch)
+    monkeypatch.setattr(ADWIN, "_replay", no_replay)  # river's core and our cut test agree
+    found, states, det = run_batches(x, sizes, **params)
+    assert found == pure
+    assert states == pure_states
+    assert det.to_dict() == pure_det.to_dict()
+    return found, det
+
+
+@pytest.mark.parametrize("switch", [300, 4_096, adwin._RUST_SWITCH])
+@pytest.mark.parametrize("clock", [1, 32])
+@pytest.mark.parametrize("regime", sorted(HYBRID_REGIMES))
+@pytest.mark.parametrize("seed", range(3))
+def test_river_core_gives_our_paths_results(
+    seed: int, regime: str, clock: int, switch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make, delta = HYBRID_REGIMES[regime]
+    x = make(seed)
+    sizes = batch_sizes(np.random.default_rng(seed), x.size, switch)
+    found, _ = run_both(x, sizes, switch, monkeypatch, clock=clock, delta=delta)
+    if regime == "jumps":
+        assert len(found) >= 3
+
+
+@pytest.mark.parametrize("switch", [300, adwin._RUST_SWITCH])
+@pytest.mark.parametrize("clock", [1, 32])
+def test_river_core_with_non_finite_values(clock: int, switch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    x = many_changes(5)
+    holes = rng.choice(x.size, 2_000, replace=False)
+    x[holes] = rng.choice([np.nan, np.inf, -np.inf], holes.size)
+    found, det = run_both(x, batch_sizes(rng, x.size, switch), switch, monkeypatch, clock=clock, delta=0.1)
+    assert len(found) >= 3
+    assert det.n_seen == x.size
+    assert not any(np.isnan(x[d.at]) for d in found)  # positions count the skipped values
+
+
+@pytest.mark.parametrize("clock", [1, 32])
+def test_snapshot_in_the_short_phase(clock: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = many_changes(3)
+    whole = ADWIN(clock=clock, delta=0.1)
+    expected = whole.update(x)
+    at = expected[0].at
+    for cut in (0, 30, at + 1, at + 200):  # fresh, early in the first window, after a detection
+        det = ADWIN(clock=clock, delta=0.1)
+        found = det.update(x[:cut])
+        assert det._helper is not None or cut == at + 1  # river's core holds the window
+        state = det.to_dict()
+        back = Detector.restore(det.snapshot())
+        assert back.to_dict() == state
+        monkeypatch.setattr(adwin, "_RUST_SWITCH", 0)
+        pure = ADWIN(clock=clock, delta=0.1)
+        pure.update(x[:cut])
+        monkeypatch.setattr(adwin, "_RUST_SWITCH", 1 << 16)
+        assert pure.to_dict() == state  # the saved state is our path's, bit for bit
+        assert found + back.update(x[cut:]) == expected
+        assert back.to_dict() == whole.to_dict()
+        assert found + det.update(x[cut:]) == expected  # saving did not disturb the detector
+        assert det.to_dict() == whole.to_dict()
+
+
+class SpuriousCore:
+    """River's core, but reporting a change on the 150th value of each window as well."""
+
+    real: Any = adwin._AdaptiveWindowing
+
+    def __init__(self, **params: Any) -> None:
+        self.core = self.real(**params)
+        self.n = 0
+
+    def update(self, x: float) -> bool:
+        self.n += 1
+        return bool(self.core.update(x)) or self.n == 150
+
+    def get_width(self) -> int:
+        return int(self.core.get_width())
+
+    def get_total(self) -> float:
+        return float(self.core.get_total())
+
+    def get_variance(self) -> float:
+        return float(self.core.get_variance())
+
+
+@pytest.mark.parametrize("core", [SpuriousCore, None])
+def test_our_path_decides_when_river_core_disagrees_or_is_missing(
+    core: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = np.r_[null_stream(2)[:20_000], many_changes(2)]
+    monkeypatch.setattr(adwin, "_RUST_SWITCH", 0)
+    expected = ADWIN(clock=1, delta=0.1).update(x)
+    whole = ADWIN(clock=1, delta=0.1)
+    whole.update(x)
+    monkeypatch.setattr(adwin, "_RUST_SWITCH", 1 << 16)
+    monkeypatch.setattr(adwin, "_AdaptiveWindowing", core)
+    for seed in range(2):
+        det = ADWIN(clock=1, delta=0.1)
+        assert feed_in_batches(det, x, np.random.default_rng(seed)) == expected
+        assert det.to_dict() == whole.to_dict()
 
 
 # ---------------------------------------------------------------------------------------------
