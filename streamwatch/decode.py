@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import gc
 import re
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
-from operator import attrgetter
+from operator import attrgetter, call
 from typing import Any
 
+import msgspec
+import numpy as np
+import numpy.typing as npt
 import orjson
 
+from streamwatch import typed as tp
 from streamwatch.events import MAX_EPOCH_MS, MAX_ID_LENGTH, parse_timestamp
 
 
@@ -142,6 +146,10 @@ class PredictionGroup:
     features: list[dict[str, Any]] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list)
     raws: list[RawMessage] = field(default_factory=list)  # the messages (for limit dead letters)
+    # when every event was decoded typed (see :mod:`streamwatch.typed`): the features as columns
+    # instead of ``features`` (then empty), each event holding exactly the configured features
+    numeric: npt.NDArray[np.float64] | None = None
+    categorical: list[list[str | None]] | None = None
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -621,27 +629,92 @@ def _label_columns(
 # passes (a whole batch of 2000 events, ~6 MB of objects, does not)
 _CHUNK = 128
 
+# a chunk's events, their columns and the rows a column check flags
+Chunk = tuple[list[Any], tuple[list[Any], ...], set[int]]
+_VIEW: Callable[[Any], memoryview] = memoryview  # orjson reads a Raw through its buffer
+# JSON errors are ValueErrors, nesting too deep a RecursionError, an unknown model a KeyError
+_TYPED_ERRORS = (KeyError, TypeError, ValueError, RecursionError, msgspec.MsgspecError)
+
+
+def _checked(
+    check: Callable[
+        [Sequence[RawMessage], list[Any], Container[str], DecodeLimits],
+        tuple[tuple[list[Any], ...], set[int]],
+    ],
+) -> Callable[[Sequence[RawMessage], Container[str], DecodeLimits], Chunk]:
+    """The dict path of a chunk: every message parsed into Python objects, then ``check``."""
+
+    def chunk(part: Sequence[RawMessage], models: Container[str], limits: DecodeLimits) -> Chunk:
+        events = _loaded(part, limits.max_message_bytes)
+        return events, *check(part, events, models, limits)
+
+    return chunk
+
+
+def _typed_predictions(
+    part: Sequence[RawMessage],
+    models: Container[str],
+    limits: DecodeLimits,
+    typed: Mapping[str, tp.FeatureDecoder],
+) -> Chunk | None:
+    """The typed path of a chunk (:mod:`streamwatch.typed`), or None when any of its events does
+    not conform: then the chunk takes the dict path, which finds out why."""
+    values = list(map(_VALUE, part))
+    if not all(values) or (
+        limits.max_message_bytes is not None and max(map(len, values)) > limits.max_message_bytes
+    ):
+        return None
+    try:
+        envelopes = list(map(tp.decode_envelope, values))
+        model_ids = list(map(tp.MODEL_ID, envelopes))
+        decoders = [typed[m].decode for m in model_ids]  # an unknown model: KeyError
+        features = list(map(call, decoders, map(tp.FEATURES, envelopes)))
+        predictions = list(map(orjson.loads, map(_VIEW, map(tp.PREDICTION, envelopes))))
+    except _TYPED_ERRORS:
+        return None
+    ids = list(map(tp.EVENT_ID, envelopes))
+    versions = list(map(tp.MODEL_VERSION, envelopes))
+    suspect: set[int] = set()
+    _flag_identifiers(ids, suspect)
+    _flag_identifiers(model_ids, suspect)
+    _flag_identifiers(versions, suspect, optional=True)
+    times = _times(list(map(tp.TIMESTAMP, envelopes)), part, suspect)
+    _flag_predictions(predictions, suspect)
+    _flag_models(model_ids, models, suspect)
+    if suspect:  # the exact path needs the events as dicts
+        return None
+    return [None] * len(part), (ids, model_ids, versions, times, features, predictions), suspect
+
+
+def _prediction_chunks(
+    typed: Mapping[str, tp.FeatureDecoder] | None,
+) -> Callable[[Sequence[RawMessage], Container[str], DecodeLimits], Chunk]:
+    dicts = _checked(_prediction_columns)
+    if not typed:
+        return dicts
+
+    def chunk(part: Sequence[RawMessage], models: Container[str], limits: DecodeLimits) -> Chunk:
+        done = _typed_predictions(part, models, limits, typed)
+        return dicts(part, models, limits) if done is None else done
+
+    return chunk
+
 
 def _columns(
     messages: Sequence[RawMessage],
     models: Container[str],
     limits: DecodeLimits,
-    check: Callable[
-        [Sequence[RawMessage], list[Any], Container[str], DecodeLimits],
-        tuple[tuple[list[Any], ...], set[int]],
-    ],
-) -> tuple[list[Any], tuple[list[Any], ...], set[int]]:
+    chunks: Callable[[Sequence[RawMessage], Container[str], DecodeLimits], Chunk],
+) -> Chunk:
     """Parse and check ``messages`` chunk by chunk: the events, their columns and the suspects."""
     if len(messages) <= _CHUNK:
-        events = _loaded(messages, limits.max_message_bytes)
-        return events, *check(messages, events, models, limits)
+        return chunks(messages, models, limits)
     events = []
     columns: tuple[list[Any], ...] = ()
     suspect: set[int] = set()
     for lo in range(0, len(messages), _CHUNK):
         part = messages[lo : lo + _CHUNK]
-        chunk = _loaded(part, limits.max_message_bytes)
-        cols, flagged = check(part, chunk, models, limits)
+        chunk, cols, flagged = chunks(part, models, limits)
         events += chunk
         if columns:
             for col, more in zip(columns, cols, strict=True):
@@ -653,12 +726,19 @@ def _columns(
 
 
 def decode_predictions(
-    messages: Sequence[RawMessage], models: Container[str], limits: DecodeLimits = _UNBOUNDED
+    messages: Sequence[RawMessage],
+    models: Container[str],
+    limits: DecodeLimits = _UNBOUNDED,
+    typed: Mapping[str, tp.FeatureDecoder] | None = None,
 ) -> tuple[dict[str, PredictionGroup], list[DeadLetter]]:
-    """Decode a batch of prediction messages, grouped by model in arrival order."""
+    """Decode a batch of prediction messages, grouped by model in arrival order.
+
+    ``typed`` (model -> decoder) lets chunks of conforming events skip the dicts; groups of
+    only such events then carry their features as columns (``numeric``, ``categorical``).
+    """
     if not messages:
         return {}, []
-    events, columns, suspect = _columns(messages, models, limits, _prediction_columns)
+    events, columns, suspect = _columns(messages, models, limits, _prediction_chunks(typed))
     ids, model_ids, versions, times, features, predictions = columns
     dead, dropped = _settle(
         columns, suspect, lambda i: _exact_prediction(messages[i], events[i], models, limits)
@@ -666,21 +746,42 @@ def decode_predictions(
     by_model = _rows_by_model(model_ids, dropped)
     if by_model is None:
         m = model_ids[0]
-        return {m: PredictionGroup(m, ids, times, versions, features, predictions, list(messages))}, dead
+        group = PredictionGroup(m, ids, times, versions, features, predictions, list(messages))
+        return {m: _typed_features(group, typed)}, dead
     raws = list(messages)
     groups = {
-        m: PredictionGroup(
-            m,
-            _take(ids, rows),
-            _take(times, rows),
-            _take(versions, rows),
-            _take(features, rows),
-            _take(predictions, rows),
-            _take(raws, rows),
+        m: _typed_features(
+            PredictionGroup(
+                m,
+                _take(ids, rows),
+                _take(times, rows),
+                _take(versions, rows),
+                _take(features, rows),
+                _take(predictions, rows),
+                _take(raws, rows),
+            ),
+            typed,
         )
         for m, rows in by_model.items()
     }
     return groups, dead
+
+
+def _typed_features(group: PredictionGroup, typed: Mapping[str, tp.FeatureDecoder] | None) -> PredictionGroup:
+    """The group's typed features as columns, or, when it also holds dict-path events, as dicts."""
+    if not typed:
+        return group
+    feats = group.features
+    kinds = set(map(type, feats))
+    if kinds <= _DICT_T:
+        return group
+    decoder = typed[group.model_id]
+    if dict in kinds:
+        group.features = [f if type(f) is dict else decoder.as_dict(f) for f in feats]
+        return group
+    group.numeric, group.categorical = decoder.numeric(feats), decoder.categorical(feats)
+    group.features = []
+    return group
 
 
 def decode_labels(
@@ -689,7 +790,7 @@ def decode_labels(
     """Decode a batch of label messages, grouped by model in arrival order."""
     if not messages:
         return {}, []
-    events, columns, suspect = _columns(messages, models, limits, _label_columns)
+    events, columns, suspect = _columns(messages, models, limits, _checked(_label_columns))
     ids, model_ids, times, targets = columns
     dead, dropped = _settle(columns, suspect, lambda i: _exact_label(messages[i], events[i], models, limits))
     by_model = _rows_by_model(model_ids, dropped)

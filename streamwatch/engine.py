@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from streamwatch.alerts import Alert
+from streamwatch.columns import FeatureSchema
 from streamwatch.config import Settings
 from streamwatch.decode import (
     DeadLetter,
@@ -37,6 +38,7 @@ from streamwatch.decode import (
 )
 from streamwatch.monitor import ModelMonitor
 from streamwatch.performance.join import event_hash
+from streamwatch.typed import FeatureDecoder
 
 # the limits: name in metrics and alerts -> setting
 LIMITS = {
@@ -118,6 +120,15 @@ class Engine:
         self._limit_alerted: set[tuple[str, str]] = set()
         # the exporter reads state from another thread; batches and scrapes take turns
         self.lock = threading.Lock()
+        # per model, the typed decoder of events that hold exactly its features (the fast path;
+        # None: every event takes the dict path, as tests compare). A model with more features
+        # than limits.max_features has none: its events are all dead letters, found by the dicts
+        self.typed_decoders: dict[str, FeatureDecoder] | None = {}
+        for m, cfg in settings.models.items():
+            schema = FeatureSchema(cfg.features)
+            decoder = FeatureDecoder.of(schema.numeric, schema.categorical)
+            if decoder is not None and len(cfg.features) <= lim.max_features:
+                self.typed_decoders[m] = decoder
 
     def new_monitor(self, model_id: str) -> ModelMonitor:
         cfg = self.settings.models[model_id]
@@ -145,8 +156,15 @@ class Engine:
         return [(p, ms[model_id]) for p, ms in sorted(self.owned.items()) if model_id in ms]
 
     def process_predictions(self, messages: Sequence[RawMessage], source: str = "predictions") -> BatchResult:
+        typed = self.typed_decoders
+
+        def decode(
+            msgs: Sequence[RawMessage], models: Container[str], limits: DecodeLimits
+        ) -> tuple[dict[str, PredictionGroup], list[DeadLetter]]:
+            return decode_predictions(msgs, models, limits, typed)
+
         with _collector_paused():  # the batch's objects are gone when _process returns
-            return self._process(messages, source, decode_predictions, ModelMonitor.process)
+            return self._process(messages, source, decode, ModelMonitor.process)
 
     def process_labels(self, messages: Sequence[RawMessage], source: str = "labels") -> BatchResult:
         with _collector_paused():

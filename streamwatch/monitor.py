@@ -305,7 +305,13 @@ class ModelMonitor:
             return []
         if self._pending_profiles is not None:
             self._choose_profile(group.versions[0])
-        cols = columns if columns is not None else self.schema.columns(group.features)
+        if columns is not None:
+            cols = columns
+        elif group.numeric is not None:
+            assert group.categorical is not None
+            cols = self.schema.columns_of(group.numeric, group.categorical)
+        else:
+            cols = self.schema.columns(group.features)
         times = np.asarray(group.times_ms, dtype=np.int64)
         self.missing += cols.missing
         self.invalid += cols.invalid
@@ -364,7 +370,10 @@ class ModelMonitor:
         """Duplicate ids, absent and unknown fields of a batch, counted on the monitor."""
         if self.schema_tracker is None:
             return None
-        scan = self.schema_tracker.scan(group.features, group.event_ids)
+        if group.numeric is not None:
+            scan = self.schema_tracker.scan_conforming(group.event_ids)
+        else:
+            scan = self.schema_tracker.scan(group.features, group.event_ids)
         self.duplicate_events += int(scan.duplicate.sum())
         if scan.absent is not None:
             self.absent_fields += scan.absent_counts(len(self.schema.names))

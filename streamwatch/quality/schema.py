@@ -124,6 +124,11 @@ class SchemaTracker:
                         unknown.append((i, sorted(extra)))
         return SchemaScan(self._duplicates(event_ids), absent, unknown)
 
+    def scan_conforming(self, event_ids: Sequence[str]) -> SchemaScan:
+        """:meth:`scan` of events known to hold exactly the configured features (decoded typed):
+        only their duplicates are left to find."""
+        return SchemaScan(self._duplicates(event_ids), None, [])
+
     def _duplicates(self, event_ids: Sequence[str]) -> BoolArray:
         recent, ring, cap = self._recent, self._ring, self.capacity
         out = np.zeros(len(event_ids), dtype=bool)
