@@ -631,7 +631,6 @@ _CHUNK = 128
 
 # a chunk's events, their columns and the rows a column check flags
 Chunk = tuple[list[Any], tuple[list[Any], ...], set[int]]
-_VIEW: Callable[[Any], memoryview] = memoryview  # orjson reads a Raw through its buffer
 # JSON errors are ValueErrors, nesting too deep a RecursionError, an unknown model a KeyError
 _TYPED_ERRORS = (KeyError, TypeError, ValueError, RecursionError, msgspec.MsgspecError)
 
@@ -666,22 +665,28 @@ def _typed_predictions(
         return None
     try:
         envelopes = list(map(tp.decode_envelope, values))
-        model_ids = list(map(tp.MODEL_ID, envelopes))
-        decoders = [typed[m].decode for m in model_ids]  # an unknown model: KeyError
-        features = list(map(call, decoders, map(tp.FEATURES, envelopes)))
-        predictions = list(map(orjson.loads, map(_VIEW, map(tp.PREDICTION, envelopes))))
+        decoders = [typed[m].decode for m in map(tp.MODEL_ID, envelopes)]  # unknown model: KeyError
+        raw_features = list(map(tp.FEATURES, envelopes))
+        features = list(map(call, decoders, raw_features))
+        # the rest of each event exactly as the dict path reads it (orjson checks every byte)
+        events = list(map(orjson.loads, map(tp.without_features, values, raw_features)))
     except _TYPED_ERRORS:
         return None
-    ids = list(map(tp.EVENT_ID, envelopes))
-    versions = list(map(tp.MODEL_VERSION, envelopes))
+    if not _DICT_T.issuperset(map(type, events)):
+        return None
+    ids, model_ids, versions, stamps, rest, predictions = _fields(
+        events, ("event_id", "model_id", "model_version", "timestamp", "features", "prediction")
+    )
+    if set(map(type, rest)) != _INT_T or any(rest):  # the 0 in place of the features object
+        return None
     suspect: set[int] = set()
     _flag_identifiers(ids, suspect)
     _flag_identifiers(model_ids, suspect)
     _flag_identifiers(versions, suspect, optional=True)
-    times = _times(list(map(tp.TIMESTAMP, envelopes)), part, suspect)
+    times = _times(stamps, part, suspect)
     _flag_predictions(predictions, suspect)
     _flag_models(model_ids, models, suspect)
-    if suspect:  # the exact path needs the events as dicts
+    if suspect or model_ids != list(map(tp.MODEL_ID, envelopes)):  # the exact path needs dicts
         return None
     return [None] * len(part), (ids, model_ids, versions, times, features, predictions), suspect
 

@@ -3,15 +3,16 @@
 Most batches hold events that are exactly what the model's configuration says: every configured
 feature present, numbers where numbers belong, strings (or null) for categories, nothing else.
 For those, building a dict per event only to take it apart again is most of the decode cost.
-msgspec decodes such an event into a struct with one typed field per feature, and the batch's
-numbers become a matrix in one call.
+msgspec finds the features object (:class:`Envelope`) and decodes it into a struct with one
+typed field per feature, and the batch's numbers become a matrix in one call. The rest of the
+event (identifiers, time, prediction, any other key) is small and is read by orjson with the
+features object cut out (:func:`without_features`), exactly as the dict path reads it.
 
 Anything else (an absent or unknown feature, a type change, a malformed envelope) fails the typed
 decode, and :mod:`streamwatch.decode` takes its dict path for that chunk of the batch, which
 finds and counts what is wrong. Both paths give the same columns, counts and alerts
 (``tests/unit/test_typed_decode.py``).
 
->>> from streamwatch.config import FeatureType
 >>> dec = FeatureDecoder(["amount"], ["country"])
 >>> rows = [dec.decode(b'{"amount": 3, "country": "fr"}'), dec.decode(b'{"country": null, "amount": 0.5}')]
 >>> dec.numeric(rows).tolist(), dec.categorical(rows)
@@ -34,36 +35,45 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-# an absent ``features`` or ``prediction`` field: bytes no decoder accepts, so the chunk takes
-# the dict path, which names the problem
+# an absent ``features`` field: bytes no decoder accepts, so the chunk takes the dict path,
+# which names the problem
 _ABSENT = msgspec.Raw(b"")
 
 
 class Envelope(msgspec.Struct, gc=False):
-    """A prediction event with its features and prediction left as raw JSON.
+    """Where a prediction event's model and features are: only these two are read from it.
 
-    The identifiers and the timestamp are decoded untyped (the dict path's column checks judge
-    them); the features are decoded by the model's :class:`FeatureDecoder` once the model is
-    known; the prediction by orjson, as the dict path does, so both paths read it identically.
-    Top-level keys beyond these are ignored, as the dict path ignores them.
+    The model picks the :class:`FeatureDecoder` of the features; everything else of the event
+    is read by orjson from :func:`without_features`, as the dict path reads it.
     """
 
-    event_id: Any = None
     model_id: Any = None
-    model_version: Any = None
-    timestamp: Any = None
     features: msgspec.Raw = _ABSENT
-    prediction: msgspec.Raw = _ABSENT
 
 
 decode_envelope = msgspec.json.Decoder(Envelope).decode
 
-EVENT_ID = attrgetter("event_id")
+
+def without_features(value: bytes, features: msgspec.Raw) -> bytes:
+    """``value`` with its ``features`` object (as :class:`Envelope` found it) replaced by ``0``.
+
+    orjson parses the rest, so every byte outside the features is checked and read exactly as
+    the dict path reads it (msgspec skips what the envelope ignores, such as unknown keys and the
+    earlier copy of a repeated key, without checking its UTF-8 or number range). The last copy is
+    replaced, as the last copy of a key is the one decoded; the caller checks that the parsed
+    ``features`` is that 0, in case the same text also came later inside another value.
+
+    >>> without_features(b'{"a":{"x":1},"features":{"x":1}}', msgspec.Raw(b'{"x":1}'))
+    b'{"a":{"x":1},"features":0}'
+    """
+    i = value.rfind(features)
+    if i < 0:
+        raise ValueError("the features object is not in the message")
+    return b"".join((value[:i], b"0", value[i + len(features) :]))
+
+
 MODEL_ID = attrgetter("model_id")
-MODEL_VERSION = attrgetter("model_version")
-TIMESTAMP = attrgetter("timestamp")
 FEATURES = attrgetter("features")
-PREDICTION = attrgetter("prediction")
 
 
 class FeatureDecoder:
@@ -126,4 +136,4 @@ class FeatureDecoder:
         return dict(zip(self.names, values if len(self.names) > 1 else (values,), strict=True))
 
 
-__all__ = ["Envelope", "FeatureDecoder", "decode_envelope"]
+__all__ = ["Envelope", "FeatureDecoder", "decode_envelope", "without_features"]

@@ -451,7 +451,8 @@ def _new_values(codes: IntArray, new_values: Sequence[BoolArray]) -> BoolArray:
 
 def _extremes(x: FloatArray, nan: BoolArray, finite: BoolArray, chunks: int) -> tuple[FloatArray, FloatArray]:
     """Per chunk and feature, the smallest and largest finite value (inf and -inf: none)."""
-    blocks = x.reshape(chunks, -1, x.shape[1])
+    # rows per chunk given, not -1: a model without numeric features has an empty x
+    blocks = x.reshape(chunks, x.shape[0] // chunks, x.shape[1])
     if finite.sum() + nan.sum() == x.size:  # no infinities: NaN-ignoring reductions
         lo, hi = np.fmin.reduce(blocks, axis=1), np.fmax.reduce(blocks, axis=1)
         none = np.isnan(lo)

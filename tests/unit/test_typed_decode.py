@@ -15,12 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamwatch.columns import FeatureSchema
 from streamwatch.config import Settings
 from streamwatch.decode import RawMessage, decode_predictions
 from streamwatch.engine import Engine
 from streamwatch.simulate import Scenario, generate
 from streamwatch.typed import FeatureDecoder
-from tests.unit.test_fuzz_decode import CASES, _good, _raw, _settings
+from tests.unit.test_fuzz_decode import CASES, LIMITS, MODELS, T0, _good, _raw, _settings
 
 
 def _pair(settings_: Settings) -> tuple[Engine, Engine]:
@@ -155,3 +156,327 @@ def test_names_msgspec_cannot_take_leave_the_model_on_the_dict_path() -> None:
     ev = {"event_id": "e1", "model_id": "m", "timestamp": 1, "features": {'a"b\\c': 1.0, "ok": 2.0}}
     r = e.process_predictions([RawMessage(orjson.dumps({**ev, "prediction": {"value": 1.0}}), 1)])
     assert r.events == 1 and not r.dead_letters
+
+
+# -- inputs the two JSON parsers (msgspec, orjson) might read differently ----------------------
+
+GOOD = orjson.dumps(_good(1))  # {"event_id":"e1",...,"features":{"x":4.1,"y":0.2,"c":"b"},...}
+FEATURES = b'{"x":4.1,"y":0.2,"c":"b"}'
+assert FEATURES in GOOD
+
+
+def _features(body: bytes) -> bytes:
+    """The good event with the text of its ``features`` object replaced by ``body``."""
+    return GOOD.replace(FEATURES, body)
+
+
+def _extra(value: bytes, key: bytes = b'"z"') -> bytes:
+    """The good event with one more top-level key, which both paths ignore."""
+    return GOOD[:-1] + b"," + key + b":" + value + b"}"
+
+
+def _first(key: bytes, value: bytes) -> bytes:
+    """The good event preceded by a duplicate ``key`` (the event's own, later, value wins)."""
+    return b"{" + key + b":" + value + b"," + GOOD[1:]
+
+
+ODD_JSON = [
+    # keys: escapes, duplicates, names of other levels
+    pytest.param(_features(b'{"\\u0078":1.5,"y":2,"c":"a"}'), id="escaped_feature_key"),
+    pytest.param(GOOD.replace(b'"event_id"', b'"event\\u005fid"'), id="escaped_top_key"),
+    pytest.param(GOOD.replace(b'"features"', b'"\\u0066eatures"'), id="escaped_features_key"),
+    pytest.param(_features(b'{"x":1.0,"x":3.0,"y":2.0,"c":"a"}'), id="duplicate_feature"),
+    pytest.param(_features(b'{"x":"s","x":3.0,"y":2.0,"c":"a"}'), id="duplicate_feature_bad_first"),
+    pytest.param(_features(b'{"x":3.0,"y":2.0,"c":"a","x":"s"}'), id="duplicate_feature_bad_last"),
+    pytest.param(_features(b'{"x":3.0,"y":2.0,"c":"a","\\u0078":7}'), id="duplicate_feature_escaped"),
+    pytest.param(_extra(b'{"x":5.0,"y":6.0,"c":"q"}', b'"features"'), id="duplicate_features_object"),
+    pytest.param(_first(b'"features"', b'{"x":"bad"}'), id="duplicate_features_bad_first"),
+    pytest.param(_extra(b'"reg"', b'"model_id"'), id="duplicate_model_id"),
+    pytest.param(_extra(b'{"value":1.0}', b'"prediction"'), id="duplicate_prediction"),
+    pytest.param(_extra(b'{"x":1.0,"y":2.0,"c":"a"}', b'"x"'), id="feature_names_at_top_level"),
+    pytest.param(_features(b'{"x":1.0,"y":2.0,"c":"a","":1}'), id="empty_feature_key"),
+    pytest.param(_features(b'{"x":1.0,"y":2.0,"c":"a","X":1}'), id="case_differs"),
+    # numbers
+    pytest.param(_features(b'{"x":-0,"y":-0.0,"c":"a"}'), id="minus_zero_int_and_float"),
+    pytest.param(_features(b'{"x":-0e0,"y":0E-5,"c":"a"}'), id="zero_exponents"),
+    pytest.param(_features(b'{"x":1e-400,"y":-1e-400,"c":"a"}'), id="underflow_to_zero"),
+    pytest.param(_features(b'{"x":5e-324,"y":2.4703282292062328e-324,"c":"a"}'), id="subnormal"),
+    pytest.param(_features(b'{"x":1.7976931348623157e308,"y":-1.7976931348623158e308,"c":"a"}'), id="max"),
+    pytest.param(_features(b'{"x":1.7976931348623159e308,"y":1,"c":"a"}'), id="past_max"),
+    pytest.param(_features(b'{"x":9007199254740993,"y":9007199254740995,"c":"a"}'), id="int_2_53_halfway"),
+    pytest.param(_features(b'{"x":9223372036854775808,"y":-9223372036854775809,"c":"a"}'), id="int_2_63"),
+    pytest.param(_features(b'{"x":18446744073709551616,"y":36893488147419107329,"c":"a"}'), id="int_2_64_up"),
+    pytest.param(_features(b'{"x":' + b"9" * 308 + b',"y":1,"c":"a"}'), id="int_308_digits"),
+    pytest.param(_features(b'{"x":' + b"9" * 309 + b',"y":1,"c":"a"}'), id="int_309_digits"),
+    pytest.param(_features(b'{"x":0.' + b"0" * 400 + b'1e400,"y":1,"c":"a"}'), id="long_mantissa"),
+    pytest.param(_features(b'{"x":01,"y":1,"c":"a"}'), id="leading_zero"),
+    pytest.param(_features(b'{"x":1.,"y":1,"c":"a"}'), id="no_fraction_digits"),
+    pytest.param(_features(b'{"x":true,"y":1,"c":"a"}'), id="bool_numeric"),
+    pytest.param(_features(b'{"x":1,"y":1,"c":1}'), id="number_categorical"),
+    pytest.param(_features(b'{"x":1,"y":1,"c":true}'), id="bool_categorical"),
+    pytest.param(_features(b'{"x":"1","y":1,"c":"a"}'), id="string_numeric"),
+    pytest.param(_features(b'{"x":null,"y":null,"c":null}'), id="all_null"),
+    pytest.param(GOOD.replace(b'"no":0.3', b'"no":1e-400,"z":18446744073709551616'), id="odd_scores"),
+    pytest.param(GOOD.replace(b'"no":0.3', b'"no":1e400'), id="score_overflow"),
+    # strings
+    pytest.param(_features(b'{"x":1,"y":1,"c":"a\\u0000b"}'), id="escaped_nul"),
+    pytest.param(_features(b'{"x":1,"y":1,"c":"a\x00b"}'), id="raw_nul"),
+    pytest.param(_features(b'{"x":1,"y":1,"c":"a\x1fb"}'), id="raw_control"),
+    pytest.param(_features(b'{"x":1,"y":1,"c":"\\ud83d\\ude00"}'), id="surrogate_pair"),
+    pytest.param(_features(b'{"x":1,"y":1,"c":"\xf0\x9f\x98\x80"}'), id="utf8_astral"),
+    pytest.param(_features(b'{"x":1,"y":1,"c":"\\ude00\\ud83d"}'), id="surrogates_reversed"),
+    pytest.param(_features(b'{"x":1,"y":1,"c":"\\ud800"}'), id="lone_surrogate_feature"),
+    pytest.param(_extra(b'"\\udc00"'), id="lone_surrogate_ignored"),
+    pytest.param(_features(b'{"x":1,"y":1,"c":"e\\u0301"}'), id="decomposed_unicode"),
+    pytest.param(_features(b'{"x":1,"y":1,"c":"\xff"}'), id="invalid_utf8_feature"),
+    pytest.param(GOOD.replace(b'"e1"', b'"\xc3\xa9\xff"'), id="invalid_utf8_event_id"),
+    pytest.param(_features(b'{"x":1,"y":1,"c":"' + b"\\u00e9" * 30_000 + b'"}'), id="long_escaped"),
+    pytest.param(_extra(b'"\\x"'), id="bad_escape_ignored"),
+    pytest.param(_extra(b'"a\x01b"'), id="raw_control_ignored"),
+    # envelope fields
+    pytest.param(GOOD.replace(b'"e1"', b'""'), id="empty_event_id"),
+    pytest.param(GOOD.replace(b'"e1"', b'"' + b"e" * 257 + b'"'), id="event_id_257"),
+    pytest.param(GOOD.replace(b'"e1"', b'"' + b"\\u00e9" * 256 + b'"'), id="event_id_256_escaped"),
+    pytest.param(_extra(b"3", b'"model_version"'), id="version_number"),
+    pytest.param(_extra(b'""', b'"model_version"'), id="version_empty"),
+    pytest.param(_extra(b"null", b'"model_version"'), id="version_null"),
+    pytest.param(GOOD.replace(b"1795774503000", b"1795774503000.0"), id="timestamp_float"),
+    pytest.param(GOOD.replace(b"1795774503000", b"1.795774503e12"), id="timestamp_exponent"),
+    pytest.param(GOOD.replace(b"1795774503000", b'"1795774503000"'), id="timestamp_digits_string"),
+    pytest.param(GOOD.replace(b"1795774503000", b'"2026-11-27T10:15:03+01:00"'), id="timestamp_offset"),
+    pytest.param(GOOD.replace(b"1795774503000", b'"2026-11-27t10:15:03.123456789z"'), id="timestamp_nanos"),
+    pytest.param(GOOD.replace(b"1795774503000", b'"2026-11-27 10:15:03Z"'), id="timestamp_space"),
+    pytest.param(GOOD.replace(b"1795774503000", b"null"), id="timestamp_null"),
+    pytest.param(GOOD.replace(b"1795774503000", b"18446744073709551616"), id="timestamp_2_64"),
+    pytest.param(GOOD.replace(b"1795774503000", b"-9223372036854775809"), id="timestamp_below_i64"),
+    pytest.param(GOOD.replace(b',"prediction":{"label":"yes",', b',"prediction":{'), id="scores_only"),
+    pytest.param(GOOD.replace(b'"prediction":', b'"prediction":[],"_":'), id="prediction_array"),
+    pytest.param(GOOD.replace(b'"features":', b'"features":null,"_":'), id="features_null"),
+    # the document
+    pytest.param(b" \t\r\n" + GOOD.replace(b",", b" ,\n\t") + b"\r\n ", id="whitespace"),
+    pytest.param(GOOD.replace(b",", b"\x0c,"), id="form_feed"),
+    pytest.param(_extra(b"[" * 990 + b"]" * 990), id="nested_990_ignored"),
+    pytest.param(_extra(b"[" * 1030 + b"]" * 1030), id="nested_1030_ignored"),
+    pytest.param(GOOD.replace(b'"yes",', b'"yes","d":' + b"[" * 900 + b"]" * 900 + b","), id="nested_pred"),
+    pytest.param(_extra(b"NaN"), id="nan_ignored"),
+    pytest.param(_extra(b"01"), id="leading_zero_ignored"),
+    # msgspec skips these values (an ignored key, the earlier of two duplicates) without checking
+    # their UTF-8 or number range, where orjson rejects the message: the typed path has orjson
+    # read everything but the features (typed.without_features)
+    pytest.param(_extra(b'"\xff"'), id="invalid_utf8_ignored"),
+    pytest.param(_extra(b"1", b'"\xff"'), id="invalid_utf8_ignored_key"),
+    pytest.param(_extra(b'"\xc0\xaf"'), id="overlong_utf8_ignored"),
+    pytest.param(_extra(b'"\xed\xa0\x80"'), id="utf8_surrogate_ignored"),
+    pytest.param(_first(b'"features"', b'"\xff"'), id="invalid_utf8_duplicate"),
+    pytest.param(_extra(b"1e400"), id="overflow_ignored"),
+    pytest.param(_extra(b"9" * 400), id="int_400_digits_ignored"),
+    pytest.param(_first(b'"timestamp"', b"9" * 400), id="int_400_digits_duplicate"),
+    pytest.param(_first(b'"prediction"', b"-1e999"), id="overflow_duplicate"),
+    # numbers near the range of a double, in an ignored key
+    pytest.param(_extra(b"9" * 19 + b"e99"), id="largest_unchecked_number"),
+    pytest.param(_extra(b"9" * 19 + b".99999e+099"), id="largest_unchecked_number_padded"),
+    pytest.param(_extra(b"[1e308, -1.7e308]"), id="max_double_ignored"),
+    pytest.param(_extra(b"1" + b"0" * 320 + b"e-400"), id="long_mantissa_small_exponent"),
+    pytest.param(_extra(b'"\u00e9 caf\xc3\xa9"'), id="valid_non_ascii_ignored"),
+]
+
+
+def _counters(e: Engine) -> tuple[Any, ...]:
+    return e.dead_letters, e.consumed_messages, e.consumed_bytes, e.alerts_by_kind, e.limit_hits
+
+
+@pytest.mark.parametrize("value", ODD_JSON)
+def test_odd_json_among_good_ones(value: bytes) -> None:
+    typed, dicts = _pair(_settings())
+    good = [_raw(orjson.dumps(_good(i)), i) for i in range(300)]
+    _same(typed, dicts, [*good[:150], _raw(value, 150), *good[150:]])
+    assert _state(typed) == _state(dicts)
+    assert _counters(typed) == _counters(dicts)
+
+
+def _decoded_alike(cfg: Settings, msgs: list[RawMessage]) -> dict[str, Any]:
+    """Decode ``msgs`` with and without typed decoders; assert the same groups, dead letters and
+    columns (bitwise, so -0.0 and 0.0 differ); return the typed groups."""
+    typed = Engine(cfg).typed_decoders
+    a, dead_a = decode_predictions(msgs, cfg.models, typed=typed)
+    b, dead_b = decode_predictions(msgs, cfg.models)
+    assert [(d.reason, d.detail) for d in dead_a] == [(d.reason, d.detail) for d in dead_b]
+    assert list(a) == list(b)
+    for m, gb in b.items():
+        ga = a[m]
+        assert (ga.event_ids, ga.times_ms, ga.versions, ga.predictions) == (
+            gb.event_ids,
+            gb.times_ms,
+            gb.versions,
+            gb.predictions,
+        )
+        sa, sb = FeatureSchema(cfg.models[m].features), FeatureSchema(cfg.models[m].features)
+        if ga.numeric is not None:
+            assert ga.categorical is not None
+            ca = sa.columns_of(ga.numeric, ga.categorical)
+        else:
+            ca = sa.columns(ga.features)
+        cb = sb.columns(gb.features)
+        assert ca.numeric.tobytes() == cb.numeric.tobytes()
+        assert ca.categorical.tolist() == cb.categorical.tolist()
+        assert sa.vocabularies == sb.vocabularies
+        assert (ca.missing.tolist(), ca.invalid.tolist()) == (cb.missing.tolist(), cb.invalid.tolist())
+    return a
+
+
+@pytest.mark.parametrize("value", ODD_JSON)
+def test_odd_json_decodes_to_the_same_columns(value: bytes) -> None:
+    cfg = _settings()
+    # alone (its chunk is typed if it conforms), then among good ones of both models
+    _decoded_alike(cfg, [_raw(value, 0)])
+    good = [_raw(orjson.dumps(_good(i, "clf" if i % 3 else "reg")), i) for i in range(200)]
+    _decoded_alike(cfg, [*good[:100], _raw(value, 100), *good[100:]])
+
+
+CONFORMING = [
+    "duplicate_feature",
+    "duplicate_feature_escaped",
+    "duplicate_features_object",
+    "escaped_feature_key",
+    "escaped_top_key",
+    "minus_zero_int_and_float",
+    "underflow_to_zero",
+    "int_2_64_up",
+    "int_308_digits",
+    "surrogate_pair",
+    "escaped_nul",
+    "long_escaped",
+    "timestamp_nanos",
+    "whitespace",
+    "nested_pred",
+]
+
+
+@pytest.mark.parametrize("name", CONFORMING)
+def test_odd_but_conforming_json_takes_the_typed_path(name: str) -> None:
+    """The cases above that conform really exercise the typed path (not only its fallback)."""
+    (value,) = next(p.values for p in ODD_JSON if p.id == name)
+    assert isinstance(value, bytes)
+    groups = _decoded_alike(_settings(), [_raw(value, 0)])
+    assert groups["clf"].numeric is not None
+
+
+# JSON number texts: integers of any size, decimals with long mantissas and exponents near the
+# limits of a double
+_JSON_NUMBER = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(-(2**80), 2**80).map(str),
+    st.integers(0, 2**64).map(lambda i: str(2**64 + i)),
+    st.from_regex(
+        r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?([eE][+-]?(30[0-9]|32[0-9]|[0-9]{1,2}))?", fullmatch=True
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_JSON_NUMBER, _JSON_NUMBER), min_size=1, max_size=20))
+def test_numbers_convert_alike(pairs: list[tuple[str, str]]) -> None:
+    values = [_features(b'{"x":' + x.encode() + b',"y":' + y.encode() + b',"c":"a"}') for x, y in pairs]
+    _decoded_alike(_settings(), [_raw(v, i) for i, v in enumerate(values)])
+
+
+# -- model shapes, several models and both paths in one batch, labels, limits ------------------
+
+
+def _shaped(features: dict[str, str], **limits: Any) -> Settings:
+    return Settings(
+        models={"m": {"features": features}, **MODELS},
+        drift={"reference_size": 50, "window_size": 50, "step": 10},
+        quality={"window_size": 100, "step": 10},
+        performance={"max_open_predictions": 500, "reference_labels": 50, "min_labels": 10},
+        limits={**LIMITS, **limits},
+    )
+
+
+def _event(cfg: Settings, model: str, i: int) -> bytes:
+    """Event ``i`` of ``model``: every configured feature, some null, ints and floats mixed,
+    and every 37th with an unknown feature (its chunk takes the dict path)."""
+    feats: dict[str, Any] = {}
+    for j, (name, kind) in enumerate(cfg.models[model].features.items()):
+        k = (i * 7919 + j * 104729) % 97
+        if k == 0:
+            feats[name] = None
+        elif kind == "numeric":
+            feats[name] = k + 3 * (i >= 400) if k % 2 else k / 7 - 5.0 * (i >= 400)
+        else:
+            feats[name] = "abcdefg"[k % (4 + 3 * (i >= 400))]
+    if i % 37 == 36:
+        feats["unknown"] = 1
+    ev = {"event_id": f"{model}-{i}", "model_id": model, "timestamp": T0 + 1000 * i, "features": feats}
+    return orjson.dumps({**ev, "prediction": {"value": float(i % 5)}})
+
+
+def _label(model: str, i: int) -> bytes:
+    return orjson.dumps(
+        {"event_id": f"{model}-{i}", "model_id": model, "timestamp": T0 + 1000 * i + 1, "value": 2.0}
+    )
+
+
+def _run_both(cfg: Settings, models: list[str], n: int = 800, step: int = 300) -> None:
+    """Predictions of ``models`` interleaved (with hostile messages), in batches over two
+    partitions, labels after each batch."""
+    typed, dicts = _pair(cfg)
+    for lo in range(0, n, step):
+        batch = [
+            _raw(
+                _event(cfg, models[i % len(models)], i) if i % 53 else CASES[i % len(CASES)][1],
+                i,
+                i // 200 % 2,
+            )
+            for i in range(lo, min(lo + step, n))
+        ]
+        _same(typed, dicts, batch)
+        labels = [
+            _raw(_label(models[i % len(models)], i), i, i // 200 % 2) for i in range(lo, min(lo + step, n), 3)
+        ]
+        _same(typed, dicts, labels, labels=True)
+    assert _state(typed) == _state(dicts)
+    assert _counters(typed) == _counters(dicts)
+
+
+SHAPES = [
+    pytest.param({"f1": "numeric", "f0": "categorical", "f2": "numeric"}, id="names_like_struct_fields"),
+    pytest.param({"": "numeric", "é": "categorical", "\U0001f600": "numeric"}, id="unicode_and_empty"),
+    pytest.param({"model_id": "numeric", "features": "categorical", "x": "numeric"}, id="top_level_names"),
+    pytest.param({"__class__": "numeric", "a b/c": "categorical", "\u2028": "numeric"}, id="odd_names"),
+    pytest.param({"only": "numeric"}, id="one_numeric"),
+    pytest.param({f"n{i}": "numeric" for i in range(12)}, id="only_numeric"),
+    pytest.param({f"f{i}": "numeric" if i % 3 else "categorical" for i in range(40)}, id="forty"),
+    pytest.param({'a"b': "numeric", "c": "categorical"}, id="untyped_model"),  # no typed decoder
+    # both paths crashed here once the quality window filled (quality/chunks.py _extremes)
+    pytest.param({"c": "categorical"}, id="only_categorical"),
+]
+
+
+@pytest.mark.parametrize("features", SHAPES)
+def test_model_shapes_alone_and_mixed(features: dict[str, str]) -> None:
+    cfg = _shaped(features)
+    _run_both(cfg, ["m"])
+    _run_both(cfg, ["m", "clf", "m", "reg"], n=600)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        pytest.param({"max_features": 3}, id="max_features_equal"),
+        pytest.param({"max_features": 2}, id="max_features_below_clf"),
+        pytest.param({"max_message_bytes": 1024}, id="max_message_bytes"),
+        pytest.param({"max_models": 2}, id="max_models"),
+        pytest.param({"max_category_values": 10}, id="category_overflow"),
+    ],
+)
+def test_limits(limits: dict[str, int]) -> None:
+    cfg = _shaped({"x": "numeric", "c": "categorical", "k": "categorical"}, **limits)
+    _run_both(cfg, ["clf", "reg", "m"], n=600)
+    # messages of exactly the byte limit and one more, among conforming ones
+    typed, dicts = _pair(cfg)
+    sizes = [orjson.dumps(_good(i)) for i in range(260)]
+    pad = [v[:-1] + b',"pad":"' + b"p" * (1014 - len(v) + i % 3) + b'"}' for i, v in enumerate(sizes)]
+    assert {len(v) for v in pad} == {1023, 1024, 1025}
+    _same(typed, dicts, [_raw(v, i) for i, v in enumerate(pad)])
+    assert _state(typed) == _state(dicts) and _counters(typed) == _counters(dicts)
