@@ -569,22 +569,32 @@ def _take(col: list[Any], rows: list[int]) -> list[Any]:
 
 
 def _prediction_columns(
-    messages: Sequence[RawMessage], events: list[Any], models: Container[str], limits: DecodeLimits
+    messages: Sequence[RawMessage],
+    events: list[Any],
+    models: Container[str],
+    limits: DecodeLimits,
+    features: list[Any] | None = None,
 ) -> tuple[tuple[list[Any], ...], set[int]]:
-    """The fields of a chunk of predictions as columns, and the rows a column check flags."""
+    """The fields of a chunk of predictions as columns, and the rows a column check flags.
+
+    ``features``, when given, are the typed path's (checked as they were decoded): they stand
+    for the events' own, which are then not looked at.
+    """
     suspect = (
         set()
         if _DICT_T.issuperset(map(type, events))
         else {i for i, ev in enumerate(events) if ev is _FAILED or type(ev) is not dict}
     )
-    ids, model_ids, versions, stamps, features, predictions = _fields(
+    ids, model_ids, versions, stamps, found, predictions = _fields(
         events, ("event_id", "model_id", "model_version", "timestamp", "features", "prediction")
     )
     _flag_identifiers(ids, suspect)
     _flag_identifiers(model_ids, suspect)
     _flag_identifiers(versions, suspect, optional=True)
     times = _times(stamps, messages, suspect)
-    _flag_features(features, limits.max_features, suspect)
+    if features is None:
+        features = found
+        _flag_features(features, limits.max_features, suspect)
     _flag_predictions(predictions, suspect)
     _flag_models(model_ids, models, suspect)
     return (ids, model_ids, versions, times, features, predictions), suspect
@@ -674,21 +684,13 @@ def _typed_predictions(
         return None
     if not _DICT_T.issuperset(map(type, events)):
         return None
-    ids, model_ids, versions, stamps, rest, predictions = _fields(
-        events, ("event_id", "model_id", "model_version", "timestamp", "features", "prediction")
-    )
-    if set(map(type, rest)) != _INT_T or any(rest):  # the 0 in place of the features object
+    cut = list(map(dict.get, events, repeat("features")))
+    if set(map(type, cut)) != _INT_T or any(cut):  # not the 0 put in place of the features
         return None
-    suspect: set[int] = set()
-    _flag_identifiers(ids, suspect)
-    _flag_identifiers(model_ids, suspect)
-    _flag_identifiers(versions, suspect, optional=True)
-    times = _times(stamps, part, suspect)
-    _flag_predictions(predictions, suspect)
-    _flag_models(model_ids, models, suspect)
-    if suspect or model_ids != list(map(tp.MODEL_ID, envelopes)):  # the exact path needs dicts
+    columns, suspect = _prediction_columns(part, events, models, limits, features)
+    if suspect or columns[1] != list(map(tp.MODEL_ID, envelopes)):  # the exact path needs dicts
         return None
-    return [None] * len(part), (ids, model_ids, versions, times, features, predictions), suspect
+    return [None] * len(part), columns, suspect
 
 
 def _prediction_chunks(
