@@ -675,7 +675,8 @@ def _typed_predictions(
         return None
     try:
         envelopes = list(map(tp.decode_envelope, values))
-        decoders = [typed[m].decode for m in map(tp.MODEL_ID, envelopes)]  # unknown model: KeyError
+        found = list(map(tp.MODEL_ID, envelopes))
+        decoders = [typed[m].decode for m in found]  # an unknown model: KeyError
         raw_features = list(map(tp.FEATURES, envelopes))
         features = list(map(call, decoders, raw_features))
         # the rest of each event exactly as the dict path reads it (orjson checks every byte)
@@ -688,7 +689,7 @@ def _typed_predictions(
     if set(map(type, cut)) != _INT_T or any(cut):  # not the 0 put in place of the features
         return None
     columns, suspect = _prediction_columns(part, events, models, limits, features)
-    if suspect or columns[1] != list(map(tp.MODEL_ID, envelopes)):  # the exact path needs dicts
+    if suspect or columns[1] != found:  # the exact path needs dicts
         return None
     return [None] * len(part), columns, suspect
 
