@@ -585,9 +585,20 @@ def _prediction_columns(
         if _DICT_T.issuperset(map(type, events))
         else {i for i, ev in enumerate(events) if ev is _FAILED or type(ev) is not dict}
     )
-    ids, model_ids, versions, stamps, found, predictions = _fields(
-        events, ("event_id", "model_id", "model_version", "timestamp", "features", "prediction")
-    )
+    fields = _fields(events, ("event_id", "model_id", "model_version", "timestamp", "features", "prediction"))
+    return _checked_prediction_fields(messages, fields, suspect, models, limits, features)
+
+
+def _checked_prediction_fields(
+    messages: Sequence[RawMessage],
+    fields: tuple[list[Any], ...],
+    suspect: set[int],
+    models: Container[str],
+    limits: DecodeLimits,
+    features: list[Any] | None = None,
+) -> tuple[tuple[list[Any], ...], set[int]]:
+    """:func:`_prediction_columns` from the fields as columns (the timestamps become times)."""
+    ids, model_ids, versions, stamps, found, predictions = fields
     _flag_identifiers(ids, suspect)
     _flag_identifiers(model_ids, suspect)
     _flag_identifiers(versions, suspect, optional=True)
@@ -639,6 +650,9 @@ def _label_columns(
 # passes (a whole batch of 2000 events, ~6 MB of objects, does not)
 _CHUNK = 128
 
+# msgspec.Raw holds bytes orjson reads through a memoryview
+_VIEW: Callable[[Any], memoryview] = memoryview
+
 # a chunk's events, their columns and the rows a column check flags
 Chunk = tuple[list[Any], tuple[list[Any], ...], set[int]]
 # JSON errors are ValueErrors, nesting too deep a RecursionError, an unknown model a KeyError
@@ -665,14 +679,38 @@ def _typed_predictions(
     models: Container[str],
     limits: DecodeLimits,
     typed: Mapping[str, tp.FeatureDecoder],
+    whole: bool = True,
 ) -> Chunk | None:
     """The typed path of a chunk (:mod:`streamwatch.typed`), or None when any of its events does
-    not conform: then the chunk takes the dict path, which finds out why."""
+    not conform: then the chunk takes the dict path, which finds out why.
+
+    Events with the contract's keys only are read whole by msgspec (``whole``); others have
+    their features cut out and the rest read by orjson.
+    """
     values = list(map(_VALUE, part))
     if not all(values) or (
         limits.max_message_bytes is not None and max(map(len, values)) > limits.max_message_bytes
     ):
         return None
+    if whole and tp.once_each(values):
+        try:
+            done = _whole_events(part, values, models, limits, typed)
+        except _TYPED_ERRORS:
+            done = None
+        if done is not None:
+            return done
+    return _envelope_events(part, values, models, limits, typed)
+
+
+def _envelope_events(
+    part: Sequence[RawMessage],
+    values: list[bytes],
+    models: Container[str],
+    limits: DecodeLimits,
+    typed: Mapping[str, tp.FeatureDecoder],
+) -> Chunk | None:
+    """A chunk of events whose features are typed and the rest read by orjson
+    (:class:`~streamwatch.typed.Envelope`)."""
     try:
         envelopes = list(map(tp.decode_envelope, values))
         found = list(map(tp.MODEL_ID, envelopes))
@@ -694,15 +732,35 @@ def _typed_predictions(
     return [None] * len(part), columns, suspect
 
 
+def _whole_events(
+    part: Sequence[RawMessage],
+    values: list[bytes],
+    models: Container[str],
+    limits: DecodeLimits,
+    typed: Mapping[str, tp.FeatureDecoder],
+) -> Chunk | None:
+    """A chunk of events holding the contract's keys only (:class:`~streamwatch.typed.Event`)."""
+    events = list(map(tp.decode_event, values))
+    ids, model_ids, versions, stamps = map(list, zip(*map(tp.EVENT_FIELDS, events), strict=True))
+    decoders = [typed[m].decode for m in model_ids]  # an unknown model: KeyError
+    features = list(map(call, decoders, map(tp.FEATURES, events)))
+    predictions = list(map(orjson.loads, map(_VIEW, map(tp.PREDICTION, events))))
+    fields = (ids, model_ids, versions, stamps, features, predictions)
+    columns, suspect = _checked_prediction_fields(part, fields, set(), models, limits, features)
+    if suspect:
+        return None
+    return [None] * len(part), columns, suspect
+
+
 def _prediction_chunks(
-    typed: Mapping[str, tp.FeatureDecoder] | None,
+    typed: Mapping[str, tp.FeatureDecoder] | None, whole: bool = True
 ) -> Callable[[Sequence[RawMessage], Container[str], DecodeLimits], Chunk]:
     dicts = _checked(_prediction_columns)
     if not typed:
         return dicts
 
     def chunk(part: Sequence[RawMessage], models: Container[str], limits: DecodeLimits) -> Chunk:
-        done = _typed_predictions(part, models, limits, typed)
+        done = _typed_predictions(part, models, limits, typed, whole)
         return dicts(part, models, limits) if done is None else done
 
     return chunk
@@ -738,15 +796,18 @@ def decode_predictions(
     models: Container[str],
     limits: DecodeLimits = _UNBOUNDED,
     typed: Mapping[str, tp.FeatureDecoder] | None = None,
+    whole: bool = True,
 ) -> tuple[dict[str, PredictionGroup], list[DeadLetter]]:
     """Decode a batch of prediction messages, grouped by model in arrival order.
 
     ``typed`` (model -> decoder) lets chunks of conforming events skip the dicts; groups of
     only such events then carry their features as columns (``numeric``, ``categorical``).
+    ``whole=False`` turns off the one-pass read of events with the contract's keys only (for
+    tests of the other typed path).
     """
     if not messages:
         return {}, []
-    events, columns, suspect = _columns(messages, models, limits, _prediction_chunks(typed))
+    events, columns, suspect = _columns(messages, models, limits, _prediction_chunks(typed, whole))
     ids, model_ids, versions, times, features, predictions = columns
     dead, dropped = _settle(
         columns, suspect, lambda i: _exact_prediction(messages[i], events[i], models, limits)

@@ -129,6 +129,8 @@ class Engine:
             decoder = FeatureDecoder.of(schema.numeric, schema.categorical)
             if decoder is not None and len(cfg.features) <= lim.max_features:
                 self.typed_decoders[m] = decoder
+        # typed events with only the contract's keys are read in one pass (False: tests)
+        self.whole_events = True
 
     def new_monitor(self, model_id: str) -> ModelMonitor:
         cfg = self.settings.models[model_id]
@@ -156,12 +158,12 @@ class Engine:
         return [(p, ms[model_id]) for p, ms in sorted(self.owned.items()) if model_id in ms]
 
     def process_predictions(self, messages: Sequence[RawMessage], source: str = "predictions") -> BatchResult:
-        typed = self.typed_decoders
+        typed, whole = self.typed_decoders, self.whole_events
 
         def decode(
             msgs: Sequence[RawMessage], models: Container[str], limits: DecodeLimits
         ) -> tuple[dict[str, PredictionGroup], list[DeadLetter]]:
-            return decode_predictions(msgs, models, limits, typed)
+            return decode_predictions(msgs, models, limits, typed, whole)
 
         with _collector_paused():  # the batch's objects are gone when _process returns
             return self._process(messages, source, decode, ModelMonitor.process)

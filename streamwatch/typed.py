@@ -28,12 +28,18 @@ msgspec.ValidationError: Expected `float | null`, got `str` - at `$.amount`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from operator import attrgetter
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
+
+from streamwatch.events import MAX_EPOCH_MS
+
+# msgspec reads integers of any size, orjson only those that fit a double (or 64 bits)
+EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]
 
 # an absent ``features`` field: bytes no decoder accepts, so the chunk takes the dict path,
 # which names the problem
@@ -52,6 +58,45 @@ class Envelope(msgspec.Struct, gc=False):
 
 
 decode_envelope = msgspec.json.Decoder(Envelope).decode
+
+
+class Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A prediction event with the contract's keys and no others, read in one pass.
+
+    Each key takes only what orjson would read the same way (a string; a time in epoch
+    milliseconds in range), so an earlier copy of a repeated key is checked as strictly as the
+    last; anything else fails the decode and the chunk is read with :class:`Envelope` instead.
+    ``features`` goes to the model's :class:`FeatureDecoder`, ``prediction`` to orjson.
+    """
+
+    event_id: str | None = None
+    model_id: str | None = None
+    model_version: str | None = None
+    timestamp: EpochMs | str | None = None
+    features: msgspec.Raw = _ABSENT
+    prediction: msgspec.Raw = _ABSENT
+
+
+decode_event = msgspec.json.Decoder(Event).decode
+
+
+def once_each(values: Sequence[bytes]) -> bool:
+    """Whether every value names ``features`` and ``prediction`` once and has no escape.
+
+    msgspec skips the earlier copy of a repeated key it reads as raw bytes without checking it
+    (where orjson would reject invalid UTF-8 or a number out of range in it). Without a
+    backslash a key can only be spelled one way, so one literal per message (counted over the
+    whole chunk at once) rules the repeats out; a false alarm (the word inside a value) only
+    sends the chunk the slower way.
+
+    >>> once_each([b'{"features":{},"prediction":{}}'])
+    True
+    >>> once_each([b'{"features":1,"features":{},"prediction":{}}'])
+    False
+    """
+    joined = b"\n".join(values)
+    n = len(values)
+    return b"\\" not in joined and joined.count(b'"features"') == n and joined.count(b'"prediction"') == n
 
 
 def without_features(value: bytes, features: msgspec.Raw) -> bytes:
@@ -74,6 +119,8 @@ def without_features(value: bytes, features: msgspec.Raw) -> bytes:
 
 MODEL_ID = attrgetter("model_id")
 FEATURES = attrgetter("features")
+EVENT_FIELDS = attrgetter("event_id", "model_id", "model_version", "timestamp")
+PREDICTION = attrgetter("prediction")
 
 
 class FeatureDecoder:
@@ -112,8 +159,15 @@ class FeatureDecoder:
         """``(n, numeric features)`` values; null is NaN."""
         if self._numeric is None:
             return np.empty((len(rows), 0))
-        # one C-level pass for the tuples, one numpy conversion (None becomes NaN)
-        return np.array(list(map(self._numeric, rows)), dtype=np.float64).reshape(len(rows), self._k)
+        n = len(rows)
+        if self._k > 1:
+            try:  # C-level passes straight into the array; a null stops it
+                flat = np.fromiter(chain.from_iterable(map(self._numeric, rows)), np.float64, n * self._k)
+                return flat.reshape(n, self._k)
+            except TypeError:
+                pass
+        # None becomes NaN in numpy's conversion of the tuples
+        return np.array(list(map(self._numeric, rows)), dtype=np.float64).reshape(n, self._k)
 
     def categorical(self, rows: Sequence[Any]) -> list[list[str | None]]:
         """One list of values per categorical feature."""
@@ -136,4 +190,12 @@ class FeatureDecoder:
         return dict(zip(self.names, values if len(self.names) > 1 else (values,), strict=True))
 
 
-__all__ = ["Envelope", "FeatureDecoder", "decode_envelope", "without_features"]
+__all__ = [
+    "Envelope",
+    "Event",
+    "FeatureDecoder",
+    "decode_envelope",
+    "decode_event",
+    "once_each",
+    "without_features",
+]

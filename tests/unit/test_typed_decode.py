@@ -1,6 +1,7 @@
 """The typed decode (streamwatch.typed) against the dict path it short-cuts.
 
-An engine with typed decoders and one without (``typed_decoders = None``) must agree exactly:
+An engine with typed decoders and one without (``typed_decoders = None``) must agree exactly,
+with the one-pass read of events with the contract's keys only (``whole_events``) and without:
 the same events accepted, the same dead letters with the same reasons and details, the same
 alerts, and the same state, for clean streams, every simulated discrepancy, and hostile
 messages mixed into batches of good ones (so chunks of both paths meet in one model's group).
@@ -24,8 +25,9 @@ from streamwatch.typed import FeatureDecoder
 from tests.unit.test_fuzz_decode import CASES, LIMITS, MODELS, T0, _good, _raw, _settings
 
 
-def _pair(settings_: Settings) -> tuple[Engine, Engine]:
+def _pair(settings_: Settings, whole: bool = True) -> tuple[Engine, Engine]:
     typed, dicts = Engine(settings_), Engine(settings_)
+    typed.whole_events = whole
     dicts.typed_decoders = None
     assert typed.typed_decoders
     return typed, dicts
@@ -91,9 +93,12 @@ def test_same_alerts_and_state_on_every_discrepancy(name: str) -> None:
         assert alerts > 0, "the scenario should alert"
 
 
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "envelope"])
 @pytest.mark.parametrize(("name", "value", "reason"), CASES, ids=[c[0] for c in CASES])
-def test_hostile_message_among_good_ones(name: str, value: bytes | None, reason: str | None) -> None:
-    typed, dicts = _pair(_settings())
+def test_hostile_message_among_good_ones(
+    name: str, value: bytes | None, reason: str | None, whole: bool
+) -> None:
+    typed, dicts = _pair(_settings(), whole)
     good = [_raw(orjson.dumps(_good(i)), i) for i in range(300)]
     batch = [*good[:150], _raw(value, 150), *good[150:]]
     assert _same(typed, dicts, batch) == 300 + (reason is None)
@@ -272,6 +277,27 @@ ODD_JSON = [
     pytest.param(_extra(b"9" * 400), id="int_400_digits_ignored"),
     pytest.param(_first(b'"timestamp"', b"9" * 400), id="int_400_digits_duplicate"),
     pytest.param(_first(b'"prediction"', b"-1e999"), id="overflow_duplicate"),
+    # the one-pass read (typed.Event): an earlier copy of each contract key, hostile or not
+    pytest.param(_first(b'"event_id"', b'"\xff"'), id="event_id_invalid_utf8_duplicate"),
+    pytest.param(_first(b'"event_id"', b"9" * 400), id="event_id_int_duplicate"),
+    pytest.param(_first(b'"model_id"', b'"\xed\xa0\x80"'), id="model_id_surrogate_duplicate"),
+    pytest.param(_first(b'"model_id"', b'"nope"'), id="model_id_unknown_duplicate"),
+    pytest.param(_first(b'"model_version"', b"1e400"), id="version_overflow_duplicate"),
+    pytest.param(_first(b'"timestamp"', b"1e400"), id="timestamp_overflow_duplicate"),
+    pytest.param(_first(b'"timestamp"', b"18446744073709551616"), id="timestamp_2_64_duplicate"),
+    pytest.param(_first(b'"timestamp"', b'"2026-11-27T10:15:03Z"'), id="timestamp_string_duplicate"),
+    pytest.param(_first(b'"timestamp"', b"-1"), id="timestamp_negative_duplicate"),
+    pytest.param(_first(b'"prediction"', b'"\xff"'), id="prediction_invalid_utf8_duplicate"),
+    pytest.param(_first(b'"prediction"', b"9" * 400), id="prediction_int_duplicate"),
+    pytest.param(_first(b'"features"', b"1e400"), id="features_overflow_duplicate"),
+    pytest.param(_first(b'"features"', b'{"x":1,"x":1e400}'), id="features_nested_overflow_duplicate"),
+    pytest.param(GOOD.replace(b'"yes"', b'"y\x01s"'), id="prediction_raw_control"),
+    pytest.param(GOOD.replace(b'"yes"', b'"y\x7fs"'), id="prediction_del"),
+    pytest.param(GOOD.replace(b'"yes"', b'"\xff"'), id="prediction_invalid_utf8"),
+    pytest.param(GOOD.replace(b'"yes"', b'"features"'), id="features_word_in_prediction"),
+    pytest.param(GOOD.replace(b'"e1"', b'"prediction"'), id="prediction_word_as_event_id"),
+    pytest.param(GOOD.replace(b'"e1"', b'"e\\\\1"'), id="escaped_backslash_event_id"),
+    pytest.param(GOOD.replace(b'"e1"', b'"e\\1"'), id="invalid_escape_event_id"),
     # numbers near the range of a double, in an ignored key
     pytest.param(_extra(b"9" * 19 + b"e99"), id="largest_unchecked_number"),
     pytest.param(_extra(b"9" * 19 + b".99999e+099"), id="largest_unchecked_number_padded"),
@@ -285,20 +311,21 @@ def _counters(e: Engine) -> tuple[Any, ...]:
     return e.dead_letters, e.consumed_messages, e.consumed_bytes, e.alerts_by_kind, e.limit_hits
 
 
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "envelope"])
 @pytest.mark.parametrize("value", ODD_JSON)
-def test_odd_json_among_good_ones(value: bytes) -> None:
-    typed, dicts = _pair(_settings())
+def test_odd_json_among_good_ones(value: bytes, whole: bool) -> None:
+    typed, dicts = _pair(_settings(), whole)
     good = [_raw(orjson.dumps(_good(i)), i) for i in range(300)]
     _same(typed, dicts, [*good[:150], _raw(value, 150), *good[150:]])
     assert _state(typed) == _state(dicts)
     assert _counters(typed) == _counters(dicts)
 
 
-def _decoded_alike(cfg: Settings, msgs: list[RawMessage]) -> dict[str, Any]:
+def _decoded_alike(cfg: Settings, msgs: list[RawMessage], whole: bool = True) -> dict[str, Any]:
     """Decode ``msgs`` with and without typed decoders; assert the same groups, dead letters and
     columns (bitwise, so -0.0 and 0.0 differ); return the typed groups."""
     typed = Engine(cfg).typed_decoders
-    a, dead_a = decode_predictions(msgs, cfg.models, typed=typed)
+    a, dead_a = decode_predictions(msgs, cfg.models, typed=typed, whole=whole)
     b, dead_b = decode_predictions(msgs, cfg.models)
     assert [(d.reason, d.detail) for d in dead_a] == [(d.reason, d.detail) for d in dead_b]
     assert list(a) == list(b)
@@ -324,13 +351,14 @@ def _decoded_alike(cfg: Settings, msgs: list[RawMessage]) -> dict[str, Any]:
     return a
 
 
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "envelope"])
 @pytest.mark.parametrize("value", ODD_JSON)
-def test_odd_json_decodes_to_the_same_columns(value: bytes) -> None:
+def test_odd_json_decodes_to_the_same_columns(value: bytes, whole: bool) -> None:
     cfg = _settings()
     # alone (its chunk is typed if it conforms), then among good ones of both models
-    _decoded_alike(cfg, [_raw(value, 0)])
+    _decoded_alike(cfg, [_raw(value, 0)], whole)
     good = [_raw(orjson.dumps(_good(i, "clf" if i % 3 else "reg")), i) for i in range(200)]
-    _decoded_alike(cfg, [*good[:100], _raw(value, 100), *good[100:]])
+    _decoded_alike(cfg, [*good[:100], _raw(value, 100), *good[100:]], whole)
 
 
 CONFORMING = [
@@ -350,6 +378,33 @@ CONFORMING = [
     "whitespace",
     "nested_pred",
 ]
+
+
+def test_contract_events_are_read_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Good events never reach the envelope path (its decode is made to fail here); an event
+    with an extra key sends its chunk there, and one with a repeated key too."""
+    import streamwatch.typed as tp
+
+    calls = {"event": 0, "envelope": 0}
+    event, envelope = tp.decode_event, tp.decode_envelope
+
+    def count(name: str, f: Any) -> Any:
+        def wrapped(v: bytes) -> Any:
+            calls[name] += 1
+            return f(v)
+
+        return wrapped
+
+    monkeypatch.setattr(tp, "decode_event", count("event", event))
+    monkeypatch.setattr(tp, "decode_envelope", count("envelope", envelope))
+    good = [_raw(orjson.dumps(_good(i)), i) for i in range(300)]
+    groups = _decoded_alike(_settings(), good)
+    assert groups["clf"].numeric is not None and calls == {"event": 300, "envelope": 0}
+    for odd in (_extra(b"1"), _first(b'"prediction"', b"{}")):
+        calls.update(event=0, envelope=0)
+        groups = _decoded_alike(_settings(), [*good[:200], _raw(odd, 200), *good[200:]])
+        assert groups["clf"].numeric is not None  # typed either way
+        assert calls["envelope"] == 128, calls  # one chunk by the envelope
 
 
 @pytest.mark.parametrize("name", CONFORMING)
