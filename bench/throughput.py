@@ -500,19 +500,34 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return cpu, hwm
 
 
-def start_worker(cfg_path: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    cfg_path: Path, port: int, log_path: Path, wrap: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     exe = str(Path(PY).with_name("streamwatch"))
     with open(log_path, "ab") as logf:
         return subprocess.Popen(
-            [exe, "--log-level", "warning", "run", "--config", str(cfg_path), "--metrics-port", str(port)],
+            [
+                *(wrap or []),
+                exe,
+                "--log-level",
+                "warning",
+                "run",
+                "--config",
+                str(cfg_path),
+                "--metrics-port",
+                str(port),
+            ],
             stdout=logf,
             stderr=subprocess.STDOUT,
             env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
         )
 
 
-def stop_worker(p: subprocess.Popen[bytes]) -> None:
-    p.send_signal(signal.SIGTERM)
+def stop_worker(p: subprocess.Popen[bytes], wrapped: bool = False) -> None:
+    if wrapped:  # stop the worker itself; py-spy writes its file when its child exits
+        subprocess.run(["pkill", "-TERM", "-P", str(p.pid)], check=False)
+    else:
+        p.send_signal(signal.SIGTERM)
     try:
         p.wait(30)
     except subprocess.TimeoutExpired:
@@ -520,10 +535,10 @@ def stop_worker(p: subprocess.Popen[bytes]) -> None:
         p.wait()
 
 
-def run_worker(cfg_path: Path, expect: int, log_path: Path) -> dict[str, Any]:
+def run_worker(cfg_path: Path, expect: int, log_path: Path, wrap: list[str] | None = None) -> dict[str, Any]:
     port = free_port()
     t0 = time.perf_counter()
-    p = start_worker(cfg_path, port, log_path)
+    p = start_worker(cfg_path, port, log_path, wrap)
     t_first = None
     n = 0
     try:
@@ -544,7 +559,7 @@ def run_worker(cfg_path: Path, expect: int, log_path: Path) -> dict[str, Any]:
         t_done = time.perf_counter()
         cpu, hwm = proc_stats(p.pid)
     finally:
-        stop_worker(p)
+        stop_worker(p, wrapped=bool(wrap))
     assert t_first is not None
     from_first = t_done - t_first
     return {
@@ -759,6 +774,9 @@ def main() -> None:
     ap.add_argument("--checkpoint-wait", type=float, default=4.0)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: worker,latency")
     ap.add_argument("--profile", type=Path, help="also run c under py-spy, collapsed stacks to this file")
+    ap.add_argument(
+        "--profile-worker", type=Path, help="also run the worker under py-spy, collapsed stacks to this file"
+    )
     ap.add_argument("--memory-events", type=int, default=0, help="also run c once over this many events")
     ap.add_argument("--out", type=Path, default=OUT)
     # internal: one measurement
@@ -901,6 +919,26 @@ def main() -> None:
             "profile (self %):", *(f"  {p:5.1f}  {f}" for f, p in profile["self"][:20]), sep="\n", flush=True
         )
 
+    worker_profile = None
+    if args.profile_worker:
+        spy = Path(PY).with_name("py-spy")
+        wdoc = settings_doc(args.bootstrap, args.models, t_pred, t_lab, tag, f"wp{tag}", f"wp{tag}")
+        wcfg = tmp / "worker-profile.json"
+        wcfg.write_text(json.dumps(wdoc))
+        wrap = [str(spy), "record", "-r", "250", "-f", "raw", "-o", str(args.profile_worker), "--"]
+        res = run_worker(wcfg, expect, tmp / "worker-profile.log", wrap)
+        worker_profile = {
+            "file": str(args.profile_worker),
+            "events_per_s_wall_under_py_spy": res["events_per_s_wall"],
+            **summarise_profile(args.profile_worker),
+        }
+        print(
+            "worker profile (self %):",
+            *(f"  {p:5.1f}  {f}" for f, p in worker_profile["self"][:20]),
+            sep="\n",
+            flush=True,
+        )
+
     latency = None
     if "latency" not in skip and lat_runs:
         rate = c_capacity / 2
@@ -953,6 +991,7 @@ def main() -> None:
         "latency": latency,
         "memory": memory,
         "profile": profile,
+        "worker_profile": worker_profile,
         "per_run": runs,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_implementation()} "
         f"{platform.python_version()}",

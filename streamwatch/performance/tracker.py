@@ -65,6 +65,7 @@ RowArrays = tuple[FloatArray, FloatArray, FloatArray | None, IntArray, npt.NDArr
 # upper bounds (seconds) of the label-delay histogram's buckets
 DELAY_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0)
 OTHER_CLASS = "__other__"
+_DICT_SET = {dict}
 # windows are judged each time this many more joined events have been released: at fixed points
 # of the join-time sequence, so verdicts do not depend on how labels were batched
 JUDGE_EVERY = 100
@@ -190,6 +191,7 @@ class PerformanceTracker:
         self.false_alarm_events = false_alarm_events
         self.task: str | None = None if s.task == "auto" else s.task
         self.class_names: list[str] = []
+        self._last_score_keys: tuple[str, ...] = ()  # the classes the last batch's scores named
         self.classes: dict[str, int] = {}
         self.join = LabelJoin(
             int(s.label_ttl_seconds * 1000), int(s.label_wait_seconds * 1000), s.max_open_predictions
@@ -274,9 +276,23 @@ class PerformanceTracker:
             self._hold(Joined(slots, labels, ltimes))
         return self._release(list(input_drift))
 
+    def _score_keys(self, score_dicts: list[Any]) -> set[str]:
+        """Every key of the batch's score objects. Usually each names the same classes as the
+        last batch's: then their counts and one lookup of those classes tell it, in C."""
+        last = self._last_score_keys
+        if last and set(map(type, score_dicts)) == _DICT_SET and set(map(len, score_dicts)) == {len(last)}:
+            try:
+                list(map(itemgetter(*last), score_dicts))
+                return set(last)
+            except KeyError:
+                pass
+        keys: set[str] = set().union(*(d for d in score_dicts if d))
+        self._last_score_keys = tuple(keys)
+        return keys
+
     def _encode_classes(self, predictions: Sequence[dict[str, Any]]) -> tuple[FloatArray, FloatArray | None]:
         score_dicts = list(map(dict.get, predictions, repeat("scores")))
-        keys: set[str] = set().union(*(d for d in score_dicts if d))
+        keys = self._score_keys(score_dicts)
         for k in sorted(keys - self.classes.keys()):
             self._code(class_name(k))
         scores = None
@@ -285,7 +301,7 @@ class PerformanceTracker:
             codes = [self.classes[n] for n in names]
             get = itemgetter(*names) if len(names) > 1 else (lambda d: (d[names[0]],))
             try:  # fast when every event names every class
-                rows = [get(d) for d in score_dicts]  # type: ignore[arg-type]
+                rows = list(map(get, score_dicts))  # type: ignore[arg-type]
             except (KeyError, TypeError):
                 rows = [tuple((d or {}).get(n, np.nan) for n in names) for d in score_dicts]
             scores = np.full((len(predictions), len(self.class_names)), np.nan)
