@@ -337,7 +337,7 @@ class LabelJoin:
             "batch_of": self.batch_of[live],
             "batch_seq": self.batch_seq,
             "batches": [[t, q, rank[s[alive[s]]]] for t, q, s in self.batches],
-            "expired": [[t, h.astype(str).tolist()] for t, h in self.expired],
+            "expired": [[t, h] for t, h in self.expired],  # uint64 as JSON integers (see Rows)
             "waiting": [[k, v, t] for k, (v, t) in self.waiting.items()],
             "outcomes": dict(self.outcomes),
             "expired_unlabelled": self.expired_unlabelled,

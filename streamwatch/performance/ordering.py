@@ -133,7 +133,7 @@ class JoinOrder:
 
     def to_dict(self) -> dict[str, Any]:
         at, y, p, s, t, h = self._merged()
-        return {"at": at, "y": y, "p": p, "s": s, "t": t, "h": h.astype(str).tolist()}
+        return {"at": at, "y": y, "p": p, "s": s, "t": t, "h": h}  # uint64 as JSON integers
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> JoinOrder:
