@@ -4,6 +4,7 @@ labels; the cap holds; snapshots restore the same store."""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from streamwatch.performance.join import LabelJoin
@@ -94,3 +95,23 @@ def test_snapshot_restores_the_same_store() -> None:
     b = join.match_labels(list(join.index)[:50], np.zeros(50, np.int64), ["y"] * 50)
     assert np.array_equal(again.scores[a.slots], join.scores[b.slots])
     assert np.array_equal(again.times[a.slots], join.times[b.slots])
+
+
+def test_hashes_of_older_snapshots_written_as_strings_restore_alike() -> None:
+    """Snapshots before session 7 held event hashes as decimal strings; now JSON integers."""
+    from streamwatch.performance.ordering import JoinOrder
+    from streamwatch.performance.tracker import Rows
+
+    h = np.array([2**64 - 1, 5, 2**63], dtype=np.uint64)
+    rows = Rows()
+    rows.add(np.array([1.0, 0.0, 1.0]), np.array([1.0, 1.0, 0.0]), None, np.array([1, 2, 3]), h)
+    new = orjson.loads(orjson.dumps(rows.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY))
+    assert new["h"] == [int(x) for x in h]
+    old = {**new, "h": [str(x) for x in new["h"]]}
+    for d in (new, old):
+        assert Rows.from_dict(d).arrays()[4].tolist() == h.tolist()
+    order = JoinOrder()
+    order.add(np.array([7, 8, 9]), *rows.arrays()[:2], None, np.array([1, 2, 3]), h)
+    doc = orjson.loads(orjson.dumps(order.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY))
+    for d in (doc, {**doc, "h": [str(x) for x in doc["h"]]}):
+        assert JoinOrder.from_dict(d).to_dict()["h"].tolist() == h.tolist()
