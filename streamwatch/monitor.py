@@ -55,8 +55,10 @@ from streamwatch.quality.watch import QualityWatch, invalid_rows
 from streamwatch.sketches import BlockWindow, ReferenceBins
 
 SNAPSHOT_FORMAT = "streamwatch.model-monitor"
-SNAPSHOT_VERSION = 5  # 4: quality watch, withheld and held drift alerts; 5: joined rows in order
-READABLE_VERSIONS = (4, 5)  # the versions this build restores (a newer one may read older ones)
+# 4: quality watch, withheld and held drift alerts; 5: joined rows in order; 6: the label rows'
+# floats packed (jsonarrays.packed) and event hashes as integers (an older build cannot read them)
+SNAPSHOT_VERSION = 6
+READABLE_VERSIONS = (4, 5, 6)  # the versions this build restores (a newer one may read older ones)
 # the kind of alert each monitor raises, and how its messages name what drifted
 OUTPUT_UNITS = 4  # budget units of the prediction (2), label (1) and concept-drift (1) detectors
 SUBJECTS = {"data_drift": "Feature", "prediction_drift": "Prediction", "label_drift": "Label"}

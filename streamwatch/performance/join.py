@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamwatch.jsonarrays import floats
+from streamwatch.jsonarrays import floats, packed
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -329,11 +329,11 @@ class LabelJoin:
             "watermark": self.watermark,
             "ids": self.ids[live].tolist(),
             "times": self.times[live],
-            "predicted": self.predicted[live],
+            "predicted": packed(self.predicted[live]),
             # no hashes: they are the ids' (restore recomputes them; as text they cost 20 % of
             # a full store's snapshot and half the time of turning it into a dict)
             "joined": self.joined[live],
-            "scores": None if self.scores is None else self.scores[live],
+            "scores": None if self.scores is None else packed(self.scores[live]),
             "batch_of": self.batch_of[live],
             "batch_seq": self.batch_seq,
             "batches": [[t, q, rank[s[alive[s]]]] for t, q, s in self.batches],

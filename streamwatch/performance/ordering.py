@@ -39,7 +39,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from streamwatch.jsonarrays import floats
+from streamwatch.jsonarrays import floats, packed
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -133,7 +133,8 @@ class JoinOrder:
 
     def to_dict(self) -> dict[str, Any]:
         at, y, p, s, t, h = self._merged()
-        return {"at": at, "y": y, "p": p, "s": s, "t": t, "h": h}  # uint64 as JSON integers
+        s_doc = None if s is None else packed(s)
+        return {"at": at, "y": packed(y), "p": packed(p), "s": s_doc, "t": t, "h": h}  # h: JSON integers
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> JoinOrder:

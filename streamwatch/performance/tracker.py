@@ -37,6 +37,7 @@ from streamwatch.detectors.cusum import CUSUM
 from streamwatch.events import format_timestamp
 from streamwatch.history import PerformanceHistory
 from streamwatch.jsonarrays import floats as _floats
+from streamwatch.jsonarrays import packed
 from streamwatch.performance.estimation import BinnedCalibrator, ExpectedConfusion
 from streamwatch.performance.join import Joined, LabelJoin
 from streamwatch.performance.metrics import (
@@ -133,14 +134,15 @@ class Rows:
         y, p, s, t, h = self.arrays()
         # hashes as JSON integers (orjson reads any uint64 back); decimal strings, as older
         # snapshots hold them, cost a tenth of a whole snapshot's time to make and restore alike
-        return {"y": y, "p": p, "s": s, "t": t, "h": h}
+        return {"y": packed(y), "p": packed(p), "s": None if s is None else packed(s), "t": t, "h": h}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Rows:
         r = cls()
-        s = None if d["s"] is None else _floats(d["s"]).reshape(len(d["y"]), -1)
+        y = _floats(d["y"])
+        s = None if d["s"] is None else _floats(d["s"]).reshape(len(y), -1)
         r.add(
-            _floats(d["y"]),
+            y,
             _floats(d["p"]),
             s,
             np.asarray(d["t"], dtype=np.int64),

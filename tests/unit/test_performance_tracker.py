@@ -13,6 +13,7 @@ import pytest
 
 from streamwatch.config import PerformanceSettings, load_config
 from streamwatch.engine import Engine
+from streamwatch.jsonarrays import floats
 from streamwatch.monitor import ModelMonitor
 from streamwatch.performance.tracker import PerformanceTracker
 from streamwatch.runtime.files import replay
@@ -251,11 +252,46 @@ def test_a_version_4_snapshot_restores_with_an_empty_join_order() -> None:
     engine.process_predictions([RawMessage(orjson.dumps(e)) for e in preds])
     engine.process_labels([RawMessage(orjson.dumps(e)) for e in labels[:2500]])
     doc = orjson.loads(engine.take_dirty()[0].data)
-    assert doc["version"] == 5
+    assert doc["version"] == 6
     for k in ("order", "label_watermark", "touched"):  # what version 5 added
         del doc["performance"][k]
     m = ModelMonitor.restore(orjson.dumps({**doc, "version": 4}))
     assert m.performance is not None and m.performance.joined_total == 2500 and len(m.performance.order) == 0
+
+
+def _as_version_5(node: Any, key: str = "") -> Any:
+    """A version 6 snapshot's document as version 5 wrote it: packed floats as lists of numbers
+    (None for NaN), event hashes as decimal strings."""
+    if isinstance(node, dict):
+        if set(node) == {"f8", "shape"}:
+            a = floats(node)
+            return np.where(np.isnan(a), None, a).tolist()
+        return {k: _as_version_5(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        if key == "h":
+            return [str(h) for h in node]
+        if key == "expired":
+            return [[t, [str(h) for h in hs]] for t, hs in node]
+        return [_as_version_5(v) for v in node]
+    return node
+
+
+def test_a_version_5_snapshot_restores_to_the_same_state() -> None:
+    from streamwatch.decode import RawMessage
+
+    s = Scenario(name="concept_drift", events=3000, change_at=2000, label_share=0.8,
+                 label_delay_seconds=20.0, seed=6)  # fmt: skip
+    preds, labels = generate(s)
+    engine = Engine(load_config(None, models=s.config()))
+    engine.process_predictions([RawMessage(orjson.dumps(e)) for e in preds])
+    engine.process_labels([RawMessage(orjson.dumps(e)) for e in labels[:2000]])
+    data = engine.take_dirty()[0].data
+    doc = orjson.loads(data)
+    packed_parts = str(doc).count("'f8'")
+    assert packed_parts >= 3 and doc["performance"]["join"]["expired"] is not None
+    old = orjson.dumps({**_as_version_5(doc), "version": 5})
+    assert b'"f8"' not in old
+    assert ModelMonitor.restore(old).snapshot() == ModelMonitor.restore(data).snapshot() == data
 
 
 def test_joined_events_wait_only_while_an_earlier_join_can_still_come() -> None:

@@ -94,6 +94,19 @@ def test_corrupt_and_foreign_records_are_rejected_with_a_reason(
         "wrong type": (orjson.dumps({**doc, "missing": "lots"}), "invalid_snapshot"),
         "wrong size": (orjson.dumps({**doc, "reference_counts": {"a": 1}}), "invalid_snapshot"),
     }
+    packed = doc["performance"]["join"]["predicted"]
+    assert set(packed) == {"f8", "shape"}  # large float arrays are base64 (jsonarrays.packed)
+    for name, bad in {
+        "packed cut short": {**packed, "f8": packed["f8"][:-8]},
+        "packed not base64": {**packed, "f8": "#" * len(packed["f8"])},
+        "packed wrong shape": {**packed, "shape": [packed["shape"][0] + 1]},
+        "packed no data": {"shape": packed["shape"], "x": 1},
+    }.items():
+        join = {**doc["performance"]["join"], "predicted": bad}
+        cases[name] = (
+            orjson.dumps({**doc, "performance": {**doc["performance"], "join": join}}),
+            "invalid_snapshot",
+        )
     got = {name: _reason("m0", data, engine) for name, (data, _) in cases.items()}
     assert got == {name: reason for name, (_, reason) in cases.items()}
     assert set(got.values()) <= set(CORRUPT_REASONS)
