@@ -348,12 +348,10 @@ def measure(args: argparse.Namespace) -> None:
         extra["accuracy"] = accs
 
     elif mode == "streamwatch":
-        from confluent_kafka import Message
-
         from streamwatch.config import Settings
         from streamwatch.engine import Engine
         from streamwatch.exporter import Exporter
-        from streamwatch.runtime.kafka import by_source, raw_messages
+        from streamwatch.runtime.kafka import _raw
 
         settings = Settings(**cfg)
         engine = Engine(settings)
@@ -364,14 +362,17 @@ def measure(args: argparse.Namespace) -> None:
         extra["alerts"] = alerts
 
         def handle(msgs: list[Any]) -> None:
-            # KafkaWorker._process without the producer and the partition bookkeeping: route,
-            # run the engine, build alert events
-            good = [m for m in msgs if m.error() is None] if any(map(Message.error, msgs)) else msgs
-            sources = by_source(raw_messages(good), inputs)
+            # KafkaWorker._process without the producer: route, run the engine, build alert events
+            by_source: dict[str, list[Any]] = {"predictions": [], "labels": []}
+            for m in msgs:
+                if m.error() is not None:
+                    continue
+                raw = _raw(m)
+                by_source[inputs[raw.topic]].append(raw)
             with exporter.batch_seconds.time():
                 results = [
-                    engine.process_predictions(sources["predictions"]),
-                    engine.process_labels(sources["labels"]),
+                    engine.process_predictions(by_source["predictions"]),
+                    engine.process_labels(by_source["labels"]),
                 ]
             now_ms = int(time.time() * 1000)
             for r in results:

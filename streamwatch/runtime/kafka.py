@@ -30,7 +30,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -212,41 +211,12 @@ def fetch_sizes(settings: Settings) -> dict[str, int]:
     }
 
 
-_TOPIC = attrgetter("topic")
-# topic, partition and offset are typed optional: never None on a message without error
-_NEW_RAW: Callable[[Any, Any, Any, Any, Any], RawMessage] = RawMessage
-_TOPIC_PARTITION = attrgetter("topic", "partition")
-_OFFSET = attrgetter("offset")
-
-
-def raw_messages(msgs: list[Message]) -> list[RawMessage]:
-    """Messages without an error as :class:`RawMessage`: a few C-level passes over the batch
-    instead of a function call and five method calls per message (a message without error always
-    has topic, partition and offset)."""
-    stamps = [ts if kind != 0 and ts >= 0 else None for kind, ts in map(Message.timestamp, msgs)]
-    return list(
-        map(
-            _NEW_RAW,
-            map(Message.value, msgs),
-            stamps,
-            map(Message.topic, msgs),
-            map(Message.partition, msgs),
-            map(Message.offset, msgs),
-        )
+def _raw(m: Message) -> RawMessage:
+    kind, ts = m.timestamp()
+    # a message without error always has topic, partition and offset
+    return RawMessage(
+        m.value(), ts if kind != 0 and ts >= 0 else None, m.topic() or "", m.partition() or 0, m.offset() or 0
     )
-
-
-def by_source(raws: list[RawMessage], inputs: dict[str, str]) -> dict[str, list[RawMessage]]:
-    """The batch's messages per input (``inputs``: topic -> source), in arrival order."""
-    out: dict[str, list[RawMessage]] = {source: [] for source in inputs.values()}
-    topics = list(map(_TOPIC, raws))
-    distinct = set(topics)
-    if len(distinct) == 1:
-        out[inputs[distinct.pop()]] = raws
-        return out
-    for topic in distinct:
-        out[inputs[topic]] = [r for r, t in zip(raws, topics, strict=True) if t == topic]
-    return out
 
 
 def _tps(parts: Iterable[TopicPartition]) -> list[tuple[str, int]]:
@@ -810,61 +780,45 @@ class KafkaWorker:
             self._restorer.close()
 
     def _process(self, msgs: list[Message]) -> None:
-        if any(map(Message.error, msgs)):
-            good = self._without_errors(msgs)
-            if good is None:
-                return
-            msgs = good
-        raws = raw_messages(msgs)
-        keys = list(map(_TOPIC_PARTITION, raws))
-        offsets = list(map(_OFFSET, raws))
-        first = dict(zip(reversed(keys), reversed(offsets), strict=True))  # each partition's first
-        if not all(p in self.active and o >= self.positions.get((t, p), -1) for (t, p), o in first.items()):
-            # fetched before a revoke or while its partner was missing (re-read later), or
-            # already in the state (a rewind raced with a fetch)
-            raws = [
-                r
-                for r in raws
-                if r.partition in self.active and r.offset >= self.positions.get((r.topic, r.partition), -1)
-            ]
-            keys = list(map(_TOPIC_PARTITION, raws))
-            offsets = list(map(_OFFSET, raws))
-        if not raws:
+        by_source: dict[str, list[RawMessage]] = {"predictions": [], "labels": []}
+        done: list[tuple[str, int, int]] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.fatal() or err.code() == KafkaError._FATAL:
+                    log.error("fatal consumer error: %s; exiting", err.str(), extra={"event": "error"})
+                    self._fail()
+                    return
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning(
+                        "consume error on %s[%s]: %s",
+                        m.topic(),
+                        m.partition(),
+                        err.str(),
+                        extra={"event": "error"},
+                    )
+                continue
+            raw = _raw(m)
+            if raw.partition not in self.active:
+                continue  # fetched before a revoke or while its partner was missing; re-read later
+            pos = self.positions.get((raw.topic, raw.partition))
+            if pos is not None and raw.offset < pos:
+                continue  # already in the state (a rewind raced with a fetch)
+            by_source[self.inputs[raw.topic]].append(raw)
+            done.append((raw.topic, raw.partition, raw.offset + 1))
+        if not done:
             return
-        sources = by_source(raws, self.inputs)
         with self.exporter.batch_seconds.time():
             results = [
-                self.engine.process_predictions(sources["predictions"]),
-                self.engine.process_labels(sources["labels"]),
+                self.engine.process_predictions(by_source["predictions"]),
+                self.engine.process_labels(by_source["labels"]),
             ]
         now_ms = int(time.time() * 1000)
         for r in results:
             self._publish(r, now_ms)
         # only now are these messages done: their outputs are queued (in the transaction)
-        for tp, last in dict(zip(keys, offsets, strict=True)).items():
-            self.positions[tp] = last + 1
-
-    def _without_errors(self, msgs: list[Message]) -> list[Message] | None:
-        """The messages without an error, the others logged; None after a fatal error."""
-        good = []
-        for m in msgs:
-            err = m.error()
-            if err is None:
-                good.append(m)
-                continue
-            if err.fatal() or err.code() == KafkaError._FATAL:
-                log.error("fatal consumer error: %s; exiting", err.str(), extra={"event": "error"})
-                self._fail()
-                return None
-            if err.code() != KafkaError._PARTITION_EOF:
-                log.warning(
-                    "consume error on %s[%s]: %s",
-                    m.topic(),
-                    m.partition(),
-                    err.str(),
-                    extra={"event": "error"},
-                )
-        return good
+        for topic, p, nxt in done:
+            self.positions[(topic, p)] = nxt
 
     def _publish(self, r: BatchResult, now_ms: int) -> None:
         t = self.settings.topics
