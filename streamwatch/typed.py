@@ -3,10 +3,12 @@
 Most batches hold events that are exactly what the model's configuration says: every configured
 feature present, numbers where numbers belong, strings (or null) for categories, nothing else.
 For those, building a dict per event only to take it apart again is most of the decode cost.
-msgspec finds the features object (:class:`Envelope`) and decodes it into a struct with one
-typed field per feature, and the batch's numbers become a matrix in one call. The rest of the
-event (identifiers, time, prediction, any other key) is small and is read by orjson with the
-features object cut out (:func:`without_features`), exactly as the dict path reads it.
+The features object is decoded into a struct with one typed field per feature, and the batch's
+numbers become a matrix in one call. An event with the contract's keys only is read in one
+msgspec pass (:class:`Event`: identifiers and time typed as strictly as orjson reads them, the
+prediction handed to orjson); any other is read with :class:`Envelope`, which finds the features
+object, and the rest of the event is parsed by orjson with the features cut out
+(:func:`without_features`), exactly as the dict path reads it.
 
 Anything else (an absent or unknown feature, a type change, a malformed envelope) fails the typed
 decode, and :mod:`streamwatch.decode` takes its dict path for that chunk of the batch, which
