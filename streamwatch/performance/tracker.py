@@ -195,7 +195,9 @@ class PerformanceTracker:
         self.false_alarm_events = false_alarm_events
         self.task: str | None = None if s.task == "auto" else s.task
         self.class_names: list[str] = []
-        self._last_score_keys: tuple[str, ...] = ()  # the classes the last batch's scores named
+        # (classes then, names, codes, getter) of the last batch whose events all named the same
+        # classes: the next batch usually does too
+        self._score_layout: tuple[int, list[str], list[int], Any] | None = None
         self.classes: dict[str, int] = {}
         self.join = LabelJoin(
             int(s.label_ttl_seconds * 1000), int(s.label_wait_seconds * 1000), s.max_open_predictions
@@ -280,36 +282,49 @@ class PerformanceTracker:
             self._hold(Joined(slots, labels, ltimes))
         return self._release(list(input_drift))
 
-    def _score_keys(self, score_dicts: list[Any]) -> set[str]:
-        """Every key of the batch's score objects. Usually each names the same classes as the
-        last batch's: then their counts and one lookup of those classes tell it, in C."""
-        last = self._last_score_keys
-        if last and set(map(type, score_dicts)) == _DICT_SET and set(map(len, score_dicts)) == {len(last)}:
-            try:
-                list(map(itemgetter(*last), score_dicts))
-                return set(last)
-            except KeyError:
-                pass
+    def _layout_rows(self, score_dicts: list[Any]) -> tuple[list[int], list[Any]]:
+        """Class codes of the classes the scores name (new ones coded) and each event's scores in
+        that order (NaN where an event leaves one out); remembers the layout for the next batch."""
         keys: set[str] = set().union(*(d for d in score_dicts if d))
-        self._last_score_keys = tuple(keys)
-        return keys
+        for k in sorted(keys - self.classes.keys()):
+            self._code(class_name(k))
+        if not keys:
+            return [], []
+        names = [n for n in self.class_names if n in keys or n == OTHER_CLASS]
+        codes = [self.classes[n] for n in names]
+        get = itemgetter(*names) if len(names) > 1 else (lambda d: (d[names[0]],))
+        try:  # fast when every event names every class
+            rows = list(map(get, score_dicts))
+            self._score_layout = (len(self.class_names), names, codes, get)
+        except (KeyError, TypeError):
+            rows = [tuple((d or {}).get(n, np.nan) for n in names) for d in score_dicts]
+        return codes, rows
+
+    def _last_layout_rows(self, score_dicts: list[Any]) -> tuple[list[int], list[Any]] | None:
+        """Class codes and score rows when every event's scores name exactly the classes of the
+        last batch's layout (their counts and one C-level lookup pass tell it); else None."""
+        layout = self._score_layout
+        if layout is None or layout[0] != len(self.class_names):
+            return None
+        _, names, codes, get = layout
+        if set(map(type, score_dicts)) != _DICT_SET or set(map(len, score_dicts)) != {len(names)}:
+            return None
+        try:
+            return codes, list(map(get, score_dicts))
+        except KeyError:
+            return None
 
     def _encode_classes(self, predictions: Sequence[dict[str, Any]]) -> tuple[FloatArray, FloatArray | None]:
         score_dicts = list(map(dict.get, predictions, repeat("scores")))
-        keys = self._score_keys(score_dicts)
-        for k in sorted(keys - self.classes.keys()):
-            self._code(class_name(k))
         scores = None
-        if keys:
-            names = [n for n in self.class_names if n in keys or n == OTHER_CLASS]
-            codes = [self.classes[n] for n in names]
-            get = itemgetter(*names) if len(names) > 1 else (lambda d: (d[names[0]],))
-            try:  # fast when every event names every class
-                rows = list(map(get, score_dicts))  # type: ignore[arg-type]
-            except (KeyError, TypeError):
-                rows = [tuple((d or {}).get(n, np.nan) for n in names) for d in score_dicts]
+        known = self._last_layout_rows(score_dicts)
+        if known is not None:
+            codes, rows = known
+        else:
+            codes, rows = self._layout_rows(score_dicts)
+        if codes:
             scores = np.full((len(predictions), len(self.class_names)), np.nan)
-            scores[:, codes] = np.array(rows, dtype=np.float64).reshape(len(predictions), len(names))
+            scores[:, codes] = np.array(rows, dtype=np.float64).reshape(len(predictions), len(codes))
         labels = list(map(dict.get, predictions, repeat("label")))
         predicted = self._codes(labels)
         if scores is not None and scores.shape[1] < len(self.class_names):
