@@ -693,10 +693,7 @@ def _typed_predictions(
     ):
         return None
     if whole and tp.once_each(values):
-        try:
-            done = _whole_events(part, values, models, limits, typed)
-        except _TYPED_ERRORS:
-            done = None
+        done = _whole_events(part, values, models, limits, typed)
         if done is not None:
             return done
     return _envelope_events(part, values, models, limits, typed)
@@ -740,11 +737,14 @@ def _whole_events(
     typed: Mapping[str, tp.FeatureDecoder],
 ) -> Chunk | None:
     """A chunk of events holding the contract's keys only (:class:`~streamwatch.typed.Event`)."""
-    events = list(map(tp.decode_event, values))
-    ids, model_ids, versions, stamps = map(list, zip(*map(tp.EVENT_FIELDS, events), strict=True))
-    decoders = [typed[m].decode for m in model_ids]  # an unknown model: KeyError
-    features = list(map(call, decoders, map(tp.FEATURES, events)))
-    predictions = list(map(orjson.loads, map(_VIEW, map(tp.PREDICTION, events))))
+    try:
+        events = list(map(tp.decode_event, values))
+        ids, model_ids, versions, stamps = map(list, zip(*map(tp.EVENT_FIELDS, events), strict=True))
+        decoders = [typed[m].decode for m in model_ids]  # an unknown model: KeyError
+        features = list(map(call, decoders, map(tp.FEATURES, events)))
+        predictions = list(map(orjson.loads, map(_VIEW, map(tp.PREDICTION, events))))
+    except _TYPED_ERRORS:
+        return None
     fields = (ids, model_ids, versions, stamps, features, predictions)
     columns, suspect = _checked_prediction_fields(part, fields, set(), models, limits, features)
     if suspect:
