@@ -28,10 +28,10 @@ import orjson  # noqa: F401  (the doctest's)
 PACK_ABOVE = 64
 
 
-def packed(values: npt.NDArray[np.float64]) -> Any:
+def packed(values: npt.NDArray[np.float64] | None) -> Any:
     """``values`` for a snapshot: a ``{"f8": base64, "shape": [...]}`` object when large,
-    else the array itself (orjson writes it as numbers)."""
-    if values.size <= PACK_ABOVE:
+    else the array itself (orjson writes it as numbers), or None."""
+    if values is None or values.size <= PACK_ABOVE:
         return values
     a = np.ascontiguousarray(values, dtype="<f8")
     return {"f8": base64.b64encode(a.data).decode("ascii"), "shape": list(a.shape)}

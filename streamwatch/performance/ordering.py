@@ -133,8 +133,7 @@ class JoinOrder:
 
     def to_dict(self) -> dict[str, Any]:
         at, y, p, s, t, h = self._merged()
-        s_doc = None if s is None else packed(s)
-        return {"at": at, "y": packed(y), "p": packed(p), "s": s_doc, "t": t, "h": h}  # h: JSON integers
+        return {"at": at, "y": packed(y), "p": packed(p), "s": packed(s), "t": t, "h": h}  # h: JSON integers
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> JoinOrder:

@@ -134,7 +134,7 @@ class Rows:
         y, p, s, t, h = self.arrays()
         # hashes as JSON integers (orjson reads any uint64 back); decimal strings, as older
         # snapshots hold them, cost a tenth of a whole snapshot's time to make and restore alike
-        return {"y": packed(y), "p": packed(p), "s": None if s is None else packed(s), "t": t, "h": h}
+        return {"y": packed(y), "p": packed(p), "s": packed(s), "t": t, "h": h}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Rows:
