@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +69,16 @@ IntArray = npt.NDArray[np.int64]
 
 class SnapshotError(ValueError):
     """A snapshot that this version cannot restore."""
+
+
+class _Evaluations(NamedTuple):
+    """The window statistics at every evaluation of a batch (one row each), scored at once."""
+
+    scores: FloatArray
+    thresholds: FloatArray
+    over: npt.NDArray[np.bool_]  # above the threshold: fires a feature not firing
+    under: npt.NDArray[np.bool_]  # below resolve_ratio x threshold: resolves a firing one once quiet
+    cusum: tuple[FloatArray, FloatArray]  # the CUSUMs' statistics and thresholds, fixed over a batch
 
 
 class ModelMonitor:
@@ -329,20 +339,24 @@ class ModelMonitor:
                 self._fit_reference()
         alerts: list[Alert] = []
         if start < n and self.window is not None:
-            assert self.bins is not None
+            assert self.bins is not None and self.tests is not None
             first = self.events_seen + start  # model event index of row `start`
             hits = self._cusum_hits(cols.numeric[start:], start)
             flat = self.bins.transform(cols.numeric[start:], cols.categorical[start:])
             # CUSUM alarms and window evaluations take effect in event order (a CUSUM alarm
             # first at the same event), so alerts do not depend on where batches are cut
+            skip = max(0, self.window.blocks - self.window.blocks_closed - 1)  # closes before full
+            scored = self._score_windows(flat, skip)
             k = 0
-            for row, _ in self.window.add(flat, times[start:]):
+            for close, (row, _) in enumerate(self.window.add(flat, times[start:])):
                 i = start + row
                 while k < len(hits) and hits[k][0] <= i:
                     alerts += self._cusum_alarm(*hits[k], times, start, first, group.versions)
                     k += 1
-                if self.window.full:
-                    alerts += self._evaluate(self.events_seen + i + 1, int(times[i]), group.versions[i])
+                if close >= skip:
+                    alerts += self._evaluate(
+                        scored, close - skip, self.events_seen + i + 1, int(times[i]), group.versions[i]
+                    )
             for hit in hits[k:]:
                 alerts += self._cusum_alarm(*hit, times, start, first, group.versions)
             self._remember_times(times[start:], first)
@@ -584,16 +598,30 @@ class ModelMonitor:
                 began = self._time_of(began_index, first - 1)
         return [self._fire(j, "cusum", d.statistic, d.threshold, seen, int(times[row]), began, versions[row])]
 
-    def _evaluate(self, events_seen: int, t_ms: int, version: str | None) -> list[Alert]:
+    def _score_windows(self, flat: IntArray, skip: int) -> _Evaluations:
+        """The statistics of every full window that adding ``flat`` closes (all but the first
+        ``skip`` closes), in one vectorised call, before the batch is added."""
         assert self.window is not None and self.tests is not None
-        s = self.settings
-        scores, thresholds = self.tests.evaluate(self.window.counts())
-        self.scores, self.thresholds = scores, thresholds
-        self.history.record(t_ms, events_seen, scores, thresholds, *self.cusum_statistics())
+        scores, thresholds = self.tests.evaluate(self.window.counts_at_closes(flat)[skip:])
         with np.errstate(invalid="ignore"):
-            fire = ~self.firing & (scores > thresholds)
-            quiet = events_seen - self.last_cusum_alarm >= s.window_size
-            resolve = self.firing & (scores < s.resolve_ratio * thresholds) & quiet
+            over = scores > thresholds
+            under = scores < self.settings.resolve_ratio * thresholds
+        # CUSUM alarms do not change the CUSUMs: their statistics are the batch's
+        return _Evaluations(scores, thresholds, over, under, self.cusum_statistics())
+
+    def _evaluate(
+        self, scored: _Evaluations, at: int, events_seen: int, t_ms: int, version: str | None
+    ) -> list[Alert]:
+        """Fire and resolve on evaluation ``at`` of the batch (the window as it is at
+        ``events_seen``)."""
+        assert self.window is not None and self.tests is not None
+        scores, thresholds = scored.scores[at], scored.thresholds[at]
+        self.scores, self.thresholds = scores, thresholds
+        self.history.record(t_ms, events_seen, scores, thresholds, *scored.cusum)
+        fire = scored.over[at] & ~self.firing
+        resolve = scored.under[at] & self.firing
+        if resolve.any():
+            resolve &= events_seen - self.last_cusum_alarm >= self.settings.window_size  # quiet
         alerts: list[Alert] = []
         if fire.any():
             starts = self.window.ordered_starts()[self._change_blocks()]
@@ -624,7 +652,7 @@ class ModelMonitor:
         blocks = self.window.ordered_blocks()
         k = blocks.shape[0]
         tails = np.cumsum(blocks[::-1], axis=0)[::-1]
-        scores = np.stack([self.tests.values(tails[i]) for i in range(k)])  # (k, features)
+        scores = self.tests.values(tails)  # (k, features)
         weight = (k - np.arange(k))[:, None]
         return np.asarray(np.argmax(np.nan_to_num(scores, nan=-1.0) * weight, axis=0), dtype=np.int64)
 

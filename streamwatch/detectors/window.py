@@ -266,26 +266,40 @@ class FeatureWindowTests:
         self._cache: list[dict[int, float]] = [{} for _ in self.tests]
 
     def values(self, counts: npt.ArrayLike) -> FloatArray:
-        """Statistic per feature for flat counts (NaN where a feature has no values)."""
+        """Statistic per feature for flat counts (NaN where a feature has no values); counts of
+        shape ``(..., total_bins)`` give statistics of shape ``(..., features)``."""
         flat = np.asarray(counts, dtype=np.int64)
-        stats = np.full(len(self.tests), np.nan)
+        lead = flat.shape[:-1]
+        stats = np.full((*lead, len(self.tests)), np.nan)
         for f0, f1, stat in self._groups:
             k = int(self.sizes[f0])
             lo, hi = int(self.offsets[f0]), int(self.offsets[f0]) + (f1 - f0) * k
-            stats[f0:f1] = statistic(stat, self._ref[lo:hi].reshape(-1, k), flat[lo:hi].reshape(-1, k))
+            current = flat[..., lo:hi].reshape(*lead, f1 - f0, k)
+            stats[..., f0:f1] = statistic(stat, self._ref[lo:hi].reshape(-1, k), current)
         return stats
 
     def evaluate(self, window: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
-        """Statistic and threshold per feature for flat window counts (NaN: no values).
+        """Statistic and threshold per feature for flat window counts (NaN: no values); a
+        ``(windows, total_bins)`` array gives one row of each per window.
 
         Thresholds are computed for the window's count rounded down (:func:`count_key`), so
         that missing values do not make every window a new size.
         """
         counts = np.asarray(window, dtype=np.int64)
         stats = self.values(counts)
-        per_feature = np.add.reduceat(counts, self.offsets) if len(counts) else np.zeros(0, np.int64)
+        if counts.shape[-1] == 0:
+            return stats, np.full(stats.shape, np.nan)
+        per_feature = np.add.reduceat(counts, self.offsets, axis=-1)
+        if per_feature.ndim == 1:
+            return stats, self._thresholds(tuple(per_feature.tolist()))
+        # windows of one batch mostly hold the same count per feature: look each up once
+        rows = list(map(tuple, per_feature.tolist()))
+        known = {row: self._thresholds(row) for row in dict.fromkeys(rows)}
+        return stats, np.stack([known[row] for row in rows]) if rows else np.full(stats.shape, np.nan)
+
+    def _thresholds(self, per_feature: tuple[int, ...]) -> FloatArray:
         thresholds = np.full(len(self.tests), np.nan)
-        for j, n in enumerate(per_feature.tolist()):
+        for j, n in enumerate(per_feature):
             if n > 0:
                 n_key = count_key(n)
                 cached = self._cache[j].get(n_key)
@@ -293,7 +307,7 @@ class FeatureWindowTests:
                     test = self.tests[j]
                     cached = self._cache[j][n_key] = max(test.null_quantile(n_key), test.min_effect)
                 thresholds[j] = cached
-        return stats, thresholds
+        return thresholds
 
 
 def calibration_key(proportions: npt.ArrayLike) -> tuple[float, ...]:

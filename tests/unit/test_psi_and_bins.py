@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from streamwatch.detectors.psi import EPS, psi
+from streamwatch.detectors.window import FeatureWindowTests
 from streamwatch.sketches import BlockWindow, ReferenceBins
 
 
@@ -91,3 +92,35 @@ def test_block_window_is_independent_of_batching() -> None:
     last200 = flat[1200 - 200 : 1200]
     expected = np.bincount(last200[last200 >= 0].ravel(), minlength=6)
     assert np.array_equal(one.counts(), expected)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_counts_at_closes_are_the_windows_add_closes(seed: int) -> None:
+    """The batch's windows scored up front are exactly those the monitor would see block by block."""
+    rng = np.random.default_rng(seed)
+    bins = int(rng.integers(1, 7))
+    window = BlockWindow(int(rng.integers(1, 6)), int(rng.integers(1, 9)), bins)
+    for _ in range(8):
+        n = int(rng.integers(0, 40))
+        flat = rng.integers(-1, bins, size=(n, int(rng.integers(1, 3))))
+        ahead = window.counts_at_closes(flat)
+        seen = [window.counts().copy() for _ in window.add(flat, np.arange(n))]
+        assert ahead.shape == (len(seen), bins)
+        assert all(np.array_equal(a, b) for a, b in zip(ahead, seen, strict=True))
+
+
+def test_window_tests_score_many_windows_as_each_alone() -> None:
+    """Scoring a batch's windows in one call gives, bit for bit, what one call per window gives."""
+    rng = np.random.default_rng(7)
+    for stats in (["psi", "psi", "psi"], ["ks", "js", "wasserstein"], ["chi2", "psi", "chi2"]):
+        sizes = np.array([5, 5, 8])
+        tests = FeatureWindowTests(rng.integers(0, 60, int(sizes.sum())), sizes, stats, alpha=0.01, draws=500)
+        counts = rng.integers(0, 30, size=(12, int(sizes.sum())))
+        counts[rng.random(counts.shape) < 0.2] = 0
+        counts[3, :5] = 0  # a feature with no values in one window
+        scores, thresholds = tests.evaluate(counts)
+        for row, c in enumerate(counts):
+            one_scores, one_thresholds = tests.evaluate(c)
+            assert np.array_equal(scores[row], one_scores, equal_nan=True)
+            assert np.array_equal(thresholds[row], one_thresholds, equal_nan=True)
+        assert np.isnan(scores[3, 0]) and np.isnan(thresholds[3, 0])
