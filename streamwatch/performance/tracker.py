@@ -84,14 +84,22 @@ def class_name(v: Any) -> str:
     return str(v)
 
 
+def _tail(a: RowArrays, n: int) -> RowArrays:
+    return a[0][-n:], a[1][-n:], None if a[2] is None else a[2][-n:], a[3][-n:], a[4][-n:]
+
+
 @dataclass(slots=True)
 class Rows:
     """Joined events: truth, prediction, scores, prediction time and id hash, in chunks."""
 
     chunks: list[RowArrays] = field(default_factory=list)
+    # keep only the newest this many rows: trimmed when twice as many are held (not at every
+    # add, which copied the whole window each time) and before any read, so reads see only them
+    last: int | None = None
 
     def __len__(self) -> int:
-        return sum(len(c[0]) for c in self.chunks) if len(self.chunks) > 1 else self._single()
+        n = sum(len(c[0]) for c in self.chunks) if len(self.chunks) > 1 else self._single()
+        return n if self.last is None else min(n, self.last)
 
     def _single(self) -> int:
         return len(self.chunks[0][0]) if self.chunks else 0
@@ -106,7 +114,9 @@ class Rows:
     ) -> None:
         if len(y_true):
             self.chunks.append((y_true, y_pred, scores, times, hashes))
-            if len(self.chunks) >= 64:  # merge now and then so counting stays cheap
+            # merge now and then so counting stays cheap (and trim to ``last``)
+            over = self.last is not None and sum(len(c[0]) for c in self.chunks) > 2 * self.last
+            if over or len(self.chunks) >= 64:
                 self.arrays()
 
     def arrays(self) -> RowArrays:
@@ -116,6 +126,8 @@ class Rows:
             return e, e, None, np.zeros(0, np.int64), np.zeros(0, np.uint64)
         if len(self.chunks) > 1:
             self.chunks = [cast(RowArrays, concat_columns(self.chunks, scores_at=2))]
+        if self.last is not None and len(self.chunks[0][0]) > self.last:
+            self.chunks = [_tail(self.chunks[0], self.last)]
         return self.chunks[0]
 
     def keep(self, mask: npt.NDArray[np.bool_]) -> None:
@@ -128,7 +140,7 @@ class Rows:
     def tail(self, n: int) -> None:
         a = self.arrays()
         if len(a[0]) > n:
-            self.chunks = [(a[0][-n:], a[1][-n:], None if a[2] is None else a[2][-n:], a[3][-n:], a[4][-n:])]
+            self.chunks = [_tail(a, n)]
 
     def to_dict(self) -> dict[str, Any]:
         y, p, s, t, h = self.arrays()
@@ -204,7 +216,7 @@ class PerformanceTracker:
         )
         self.window_ms = int(s.window_seconds * 1000)
         self.windows: dict[int, Window] = {}
-        self.recent = Rows()  # the count-based window
+        self.recent = Rows(last=s.window_events)  # the count-based window
         self.order = JoinOrder()  # joined rows waiting for their turn
         self.label_watermark = np.iinfo(np.int64).min  # newest label time seen
         self.reference = Rows()
@@ -477,7 +489,6 @@ class PerformanceTracker:
                     y_true[m], y_pred[m], None if scores is None else scores[m], pred_times[m], hashes[m]
                 )
         self.recent.add(y_true, y_pred, scores, pred_times, hashes)
-        self.recent.tail(self.settings.window_events)
         first_new = 0
         if not self.reference_ready:
             first_new = min(len(join_times), self.settings.reference_labels - len(self.reference))
@@ -902,6 +913,7 @@ class PerformanceTracker:
             w.predictions, w.rows, w.estimated_predictions = int(preds), Rows.from_dict(rows), int(est_n)
             w.expected = None if expected is None else ExpectedConfusion.from_dict(expected)
         t.recent = Rows.from_dict(d["recent"])
+        t.recent.last = t.settings.window_events
         if "order" in d:  # snapshot v5 on; before it rows were never held
             t.order = JoinOrder.from_dict(d["order"])
             t.label_watermark = int(d["label_watermark"])

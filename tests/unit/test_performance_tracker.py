@@ -15,7 +15,7 @@ from streamwatch.config import PerformanceSettings, load_config
 from streamwatch.engine import Engine
 from streamwatch.jsonarrays import floats
 from streamwatch.monitor import ModelMonitor
-from streamwatch.performance.tracker import PerformanceTracker
+from streamwatch.performance.tracker import PerformanceTracker, Rows
 from streamwatch.runtime.files import replay
 from streamwatch.simulate import Scenario, generate
 
@@ -319,3 +319,27 @@ def test_joined_events_wait_only_while_an_earlier_join_can_still_come() -> None:
     t.observe_predictions(ids2, times + 200 * SEC, predicted, scores)
     t.observe_labels(ids2[:30], times[:30] + 900 * SEC, ["b"] * 30, [])
     assert (t.joined_total, len(t.order)) == (130, 0)
+
+
+def test_rows_keeping_the_last_n_read_as_tailing_after_every_add() -> None:
+    """The count-based window trims lazily (at twice its size), yet every read sees the last n."""
+    rng = np.random.default_rng(11)
+    lazy, eager = Rows(last=50), Rows()
+    for _ in range(120):
+        k = int(rng.integers(0, 30))
+        cols = (
+            rng.random(k),
+            rng.random(k),
+            rng.random((k, 3)),
+            rng.integers(0, 9, k),
+            rng.integers(0, 9, k).astype(np.uint64),
+        )
+        lazy.add(*cols)
+        eager.add(*cols)
+        eager.tail(50)
+        if rng.random() < 0.3:
+            assert len(lazy) == len(eager)
+            assert orjson.dumps(lazy.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY) == orjson.dumps(
+                eager.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY
+            )
+        assert sum(len(c[0]) for c in lazy.chunks) <= 2 * 50 + 30
