@@ -192,6 +192,8 @@ def delete_topics(bootstrap: str, names: list[str]) -> None:
     from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
+    if not names:
+        return
     try:
         for fut in admin.delete_topics(names, operation_timeout=15).values():
             fut.result(20)
@@ -214,6 +216,14 @@ def produce(p: Any, topic: str, value: bytes, key: bytes) -> None:
             return
         except BufferError:
             p.poll(0.05)
+
+
+def run_topics(bootstrap: str, tag: str) -> list[str]:
+    """Every topic of run ``tag``: inputs, and the worker's alerts, dead letters and state."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    return sorted(t for t in topics if t.startswith(f"bench{tag}."))
 
 
 def fill(bootstrap: str, gen: Generator, t_pred: str, t_lab: str) -> dict[str, Any]:
@@ -671,7 +681,7 @@ def latency_run(args: argparse.Namespace, rate: float, r: int, tmp: Path) -> dic
         stop.set()
         th.join(5)
         ac.close()
-    delete_topics(args.bootstrap, [t_pred, t_lab])
+    delete_topics(args.bootstrap, run_topics(args.bootstrap, tag))
     samples = []
     false_before = 0
     for model, t_change in sorted(change_wall.items()):
@@ -899,7 +909,7 @@ def main() -> None:
             "rss_mb_by_events": res["rss_mb_by_events"],
         }
         print(f"memory run: {json.dumps(memory)}", flush=True)
-        delete_topics(args.bootstrap, [mp, ml])
+        delete_topics(args.bootstrap, run_topics(args.bootstrap, mtag))
 
     profile = None
     if args.profile:
@@ -970,7 +980,7 @@ def main() -> None:
             flush=True,
         )
 
-    delete_topics(args.bootstrap, [t_pred, t_lab])
+    delete_topics(args.bootstrap, run_topics(args.bootstrap, tag))
     result = {
         "what": "events/s per core (one partition, one consumer process); "
         "events = prediction + label messages",
