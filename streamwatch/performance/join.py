@@ -35,6 +35,7 @@ import heapq
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -168,15 +169,15 @@ class LabelJoin:
         return completed
 
     def _complete_waiting(self, ids: list[str], rows: list[int]) -> list[tuple[int, Any, int]]:
-        out = []
-        for i in rows:
-            w = self.waiting.pop(ids[i], None)
-            if w is not None:
-                slot = self.index[ids[i]]
-                self.joined[slot] = True
-                self.outcomes["joined"] += 1
-                out.append((slot, w[0], w[1]))
-        return out
+        row_ids = [ids[i] for i in rows]
+        found = list(map(self.waiting.pop, row_ids, repeat(None)))  # one C-level pass
+        hits = [(k, w) for k, w in enumerate(found) if w is not None]
+        if not hits:
+            return []
+        slots = [self.index[row_ids[k]] for k, _ in hits]
+        self.joined[slots] = True
+        self.outcomes["joined"] += len(hits)
+        return [(slot, w[0], w[1]) for slot, (_, w) in zip(slots, hits, strict=True)]
 
     def _allocate(self, n: int) -> IntArray:
         while len(self.free) < n:
@@ -240,6 +241,8 @@ class LabelJoin:
 
     def earliest_waiting(self) -> int | None:
         """The label time of the oldest label still waiting for its prediction."""
+        if len(self._by_time) > 2 * len(self.waiting) + 1024:  # mostly joined: rebuild, not pop each
+            self._index_waiting()
         by_time, waiting = self._by_time, self.waiting
         while by_time:
             t, k = by_time[0]
