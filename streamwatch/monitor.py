@@ -47,6 +47,7 @@ from streamwatch.detectors.cusum import CUSUM, CUSUMBank
 from streamwatch.detectors.window import FeatureWindowTests
 from streamwatch.events import format_timestamp
 from streamwatch.history import DriftHistory
+from streamwatch.ids import UIntArray, event_hashes
 from streamwatch.jsonarrays import floats as _floats
 from streamwatch.performance import PerformanceTracker
 from streamwatch.performance.tracker import baseline_from_profile, class_name
@@ -272,7 +273,7 @@ class ModelMonitor:
             )
         return m
 
-    def _observe_outputs(self, group: PredictionGroup) -> list[Alert]:
+    def _observe_outputs(self, group: PredictionGroup, hashes: UIntArray | None = None) -> list[Alert]:
         """Performance bookkeeping and prediction drift for a batch of predictions."""
         tracker = self.performance
         if tracker is None:
@@ -280,7 +281,7 @@ class ModelMonitor:
         times = np.asarray(group.times_ms, dtype=np.int64)
         predicted, scores = tracker.encode_predictions(group.predictions)
         drifting = [self.schema.names[j] for j in np.flatnonzero(self.firing).tolist()]
-        alerts = tracker.observe_predictions(group.event_ids, times, predicted, scores, drifting)
+        alerts = tracker.observe_predictions(group.event_ids, times, predicted, scores, drifting, hashes)
         if self._early_labels[0]:  # the task is known now: the labels that came first
             ids, label_times, labels = self._early_labels
             self._early_labels = ([], [], [])
@@ -327,7 +328,10 @@ class ModelMonitor:
         times = np.asarray(group.times_ms, dtype=np.int64)
         self.missing += cols.missing
         self.invalid += cols.invalid
-        scan = self._scan_schema(group)
+        # the ids hashed once, for the duplicate check and the label join
+        wanted = self.schema_tracker is not None or self.performance is not None
+        hashes = event_hashes(group.event_ids) if wanted else None
+        scan = self._scan_schema(group, hashes)
         had_quality, self._batch_rows = self.quality is not None, n
         start = 0
         if self.bins is None:
@@ -364,7 +368,7 @@ class ModelMonitor:
             alerts = self._with_quality(group, cols, times, 0 if had_quality else start, alerts, scan)
         self.events_seen += n
         self.model_version = group.versions[-1]
-        return alerts + self._observe_outputs(group)
+        return alerts + self._observe_outputs(group, hashes)
 
     # -- quality checks and "one root cause, one alert" --------------------------------------
 
@@ -382,14 +386,14 @@ class ModelMonitor:
             )
             self.quality.reference_version = version if profile is not None else None
 
-    def _scan_schema(self, group: PredictionGroup) -> SchemaScan | None:
+    def _scan_schema(self, group: PredictionGroup, hashes: UIntArray | None) -> SchemaScan | None:
         """Duplicate ids, absent and unknown fields of a batch, counted on the monitor."""
         if self.schema_tracker is None:
             return None
         if group.numeric is not None:
-            scan = self.schema_tracker.scan_conforming(group.event_ids)
+            scan = self.schema_tracker.scan_conforming(group.event_ids, hashes)
         else:
-            scan = self.schema_tracker.scan(group.features, group.event_ids)
+            scan = self.schema_tracker.scan(group.features, group.event_ids, hashes)
         self.duplicate_events += int(scan.duplicate.sum())
         if scan.absent is not None:
             self.absent_fields += scan.absent_counts(len(self.schema.names))

@@ -30,7 +30,6 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections import Counter, deque
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamwatch.ids import event_hash, event_hashes
 from streamwatch.jsonarrays import floats, packed
 
 FloatArray = npt.NDArray[np.float64]
@@ -49,23 +49,6 @@ UIntArray = npt.NDArray[np.uint64]
 
 OUTCOMES = ("joined", "duplicate", "orphan", "late", "sampled_out")  # each label ends in one
 _FULL = 1 << 32  # sampling threshold on the hash's top 32 bits: keep everything
-
-
-def event_hash(event_id: str) -> int:
-    """A stable 64-bit hash of an event id (Python's ``hash`` differs between processes)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
-
-
-def event_hashes(event_ids: list[str]) -> UIntArray:
-    """:func:`event_hash` of every id, as one array: the digests joined and read as little-endian
-    uint64 (no Python int per id).
-
-    >>> int(event_hashes(["a", "b"])[1]) == event_hash("b")
-    True
-    """
-    b2 = hashlib.blake2b
-    digests = b"".join([b2(i.encode(), digest_size=8).digest() for i in event_ids])
-    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
 @dataclass(slots=True)

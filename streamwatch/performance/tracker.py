@@ -36,6 +36,7 @@ from streamwatch.config import PerformanceSettings
 from streamwatch.detectors.cusum import CUSUM
 from streamwatch.events import format_timestamp
 from streamwatch.history import PerformanceHistory
+from streamwatch.ids import UIntArray
 from streamwatch.jsonarrays import floats as _floats
 from streamwatch.jsonarrays import packed
 from streamwatch.performance.estimation import BinnedCalibrator, ExpectedConfusion
@@ -276,9 +277,11 @@ class PerformanceTracker:
         predicted: FloatArray,
         scores: FloatArray | None,
         input_drift: Sequence[str] = (),
+        hashes: UIntArray | None = None,
     ) -> list[Alert]:
-        """Store predictions for the join; count them in their windows; add their estimates."""
-        completed = self.join.add_predictions(ids, times, predicted, None, scores)
+        """Store predictions for the join; count them in their windows; add their estimates.
+        ``hashes``: the ids' :func:`~streamwatch.ids.event_hashes`, when the caller has them."""
+        completed = self.join.add_predictions(ids, times, predicted, hashes, scores)
         kept = self.join.last_kept
         if len(kept):
             idx, counts = np.unique(times[kept] // self.window_ms, return_counts=True)

@@ -10,9 +10,10 @@ and the feature names the model knows (its configured features, plus those of it
 - only the events that fail it get a set difference: which configured features are absent (the
   key is not in the event at all - a key present with ``null`` is a *null*, not an absent field)
   and which keys are unknown (neither configured nor in a profile);
-- an event id's 64-bit fingerprint (CRC-32 of the id's UTF-8 bytes and of their reverse) looked
-  up in a set; the set holds the last ``capacity`` distinct fingerprints (a FIFO ring), so a
-  duplicate is "the same id within the last ``capacity`` distinct ids of the model".
+- an event id's 64-bit fingerprint (:func:`streamwatch.ids.event_hash`, the hash the label join
+  keys it by, so a batch's ids are hashed once for both) looked up in a set; the set holds the
+  last ``capacity`` distinct fingerprints (a FIFO ring), so a duplicate is "the same id within
+  the last ``capacity`` distinct ids of the model".
 
 The result (:class:`SchemaScan`) is per event, for the :class:`~streamwatch.quality.watch.QualityWatch`
 windows; the tracker's state snapshots to plain JSON, bounded by ``capacity`` (8 bytes per id,
@@ -31,7 +32,6 @@ True
 from __future__ import annotations
 
 import base64
-import zlib
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,10 +40,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamwatch.ids import UIntArray, event_hash, event_hashes
+
 BoolArray = npt.NDArray[np.bool_]
 OTHER = "__other__"  # counter key of the unknown field names past the cap
 
-_crc = zlib.crc32
+# the fingerprint the ring holds (snapshots from before it, CRC-32 pairs, start the ring afresh)
+FINGERPRINT = "blake2b-64"
 
 
 def fingerprint(event_id: str) -> int:
@@ -52,8 +55,7 @@ def fingerprint(event_id: str) -> int:
     >>> fingerprint("e1") == fingerprint("e1") != fingerprint("1e")
     True
     """
-    b = event_id.encode()
-    return _crc(b) << 32 | _crc(b[::-1])
+    return event_hash(event_id)
 
 
 @dataclass(slots=True)
@@ -101,7 +103,11 @@ class SchemaTracker:
         self._ring: deque[int] = deque()
         self._recent: set[int] = set()
 
-    def scan(self, rows: Sequence[dict[str, Any]], event_ids: Sequence[str]) -> SchemaScan:
+    def scan(
+        self, rows: Sequence[dict[str, Any]], event_ids: Sequence[str], hashes: UIntArray | None = None
+    ) -> SchemaScan:
+        """Absent, unknown and duplicate per event; ``hashes`` are the ids' :func:`event_hashes`
+        when the caller has them already."""
         n, k, required = len(rows), len(self.names), self.required
         complete = [r.keys() >= required for r in rows]
         lengths = list(map(len, rows))
@@ -122,19 +128,19 @@ class SchemaTracker:
                     extra = r.keys() - known
                     if extra:
                         unknown.append((i, sorted(extra)))
-        return SchemaScan(self._duplicates(event_ids), absent, unknown)
+        return SchemaScan(self._duplicates(event_ids, hashes), absent, unknown)
 
-    def scan_conforming(self, event_ids: Sequence[str]) -> SchemaScan:
+    def scan_conforming(self, event_ids: Sequence[str], hashes: UIntArray | None = None) -> SchemaScan:
         """:meth:`scan` of events known to hold exactly the configured features (decoded typed):
         only their duplicates are left to find."""
-        return SchemaScan(self._duplicates(event_ids), None, [])
+        return SchemaScan(self._duplicates(event_ids, hashes), None, [])
 
-    def _duplicates(self, event_ids: Sequence[str]) -> BoolArray:
+    def _duplicates(self, event_ids: Sequence[str], hashes: UIntArray | None) -> BoolArray:
         recent, ring, cap = self._recent, self._ring, self.capacity
         out = np.zeros(len(event_ids), dtype=bool)
         if cap <= 0:
             return out
-        prints = [_crc(b) << 32 | _crc(b[::-1]) for b in map(str.encode, event_ids)]
+        prints: list[int] = (event_hashes(event_ids) if hashes is None else hashes).tolist()
         if len(prints) <= cap and recent.isdisjoint(prints) and len(set(prints)) == len(prints):
             # no id is a repeat (evictions only remove older ids): the ring takes them all
             drop = len(ring) + len(prints) - cap
@@ -161,13 +167,16 @@ class SchemaTracker:
             "known": sorted(self.known - self.required),
             "capacity": self.capacity,
             "recent_ids": base64.b64encode(ids.astype("<u8").tobytes()).decode("ascii"),
+            "fingerprint": FINGERPRINT,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SchemaTracker:
         t = cls(d["names"], d["known"], int(d["capacity"]))
         ids = np.frombuffer(base64.b64decode(d["recent_ids"]), dtype="<u8")
-        t._ring = deque(int(h) for h in ids.tolist())
+        if d.get("fingerprint") != FINGERPRINT:  # older fingerprints match none of ours
+            ids = ids[:0]
+        t._ring = deque(ids.tolist())
         t._recent = set(t._ring)
         return t
 

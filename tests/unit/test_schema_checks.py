@@ -16,6 +16,7 @@ from streamwatch.cli import main
 from streamwatch.config import DriftSettings, FeatureType, ModelSettings, QualitySettings, load_config
 from streamwatch.decode import PredictionGroup
 from streamwatch.engine import Engine
+from streamwatch.ids import event_hashes
 from streamwatch.monitor import ModelMonitor
 from streamwatch.profile import build_profile, save_profile
 from streamwatch.quality.schema import OTHER, SchemaTracker, count_capped
@@ -296,3 +297,17 @@ def test_check_validates_every_profile(tmp_path: Path, capsys: pytest.CaptureFix
     assert "profiles_by_version['2']" in err and "hash" in err
     assert "profiles_by_version['3']" in err and "does not exist" in err
     assert FeatureType.NUMERIC.value == "numeric"
+
+
+def test_duplicate_ring_keys_ids_by_the_join_hash_and_older_rings_start_afresh() -> None:
+    """The ring holds the label join's id hashes (one hashing per batch serves both); a snapshot
+    from before (CRC-32 fingerprints, no ``fingerprint`` key) cannot be compared, so it starts empty."""
+    t = SchemaTracker(["a"], capacity=10)
+    ids = ["x", "y"]
+    assert not t.scan_conforming(ids, event_hashes(ids)).duplicate.any()
+    assert t.scan_conforming(["y"]).duplicate.tolist() == [True]  # hashed here when not given
+    doc = t.to_dict()
+    assert doc["fingerprint"] == "blake2b-64"
+    assert SchemaTracker.from_dict(doc).scan_conforming(["x"]).duplicate.tolist() == [True]
+    older = {k: v for k, v in doc.items() if k != "fingerprint"}
+    assert SchemaTracker.from_dict(older).scan_conforming(["x"]).duplicate.tolist() == [False]
