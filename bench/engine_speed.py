@@ -11,15 +11,27 @@ buys before running the broker benchmark; ``--profile`` prints the top of a cPro
 The first pass of a process pays for calibrations (cached in ~/.cache/streamwatch after the
 first run on a machine) and window-test thresholds; the figure reported is the best of
 ``--repeat`` passes with a fresh engine each.
+
+The batches throughput.py's c consumes differ from these: the consumer reads the label topic
+ahead of the predictions, so most labels wait for their prediction. ``--record-consumed FILE``
+fills a topic pair on the local broker as throughput.py does, consumes it as c does and keeps
+its batches; ``--replay FILE`` runs the engine over them. On a shared machine a 5-10 % change
+hides in the timing noise; count instructions instead, one pass minus the process without it:
+
+    valgrind --tool=callgrind .venv/bin/python bench/engine_speed.py --replay F --repeat 1 --no-warm
+    valgrind --tool=callgrind .venv/bin/python bench/engine_speed.py --replay F --repeat 0 --no-warm
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import pickle
 import pstats
 import sys
 import time
+import uuid
+from dataclasses import astuple
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,6 +64,39 @@ def batches(
     return out
 
 
+def record_consumed(path: Path, events: int, models: int, label_share: float, bootstrap: str) -> None:
+    """Fill a topic pair as throughput.py does, consume it as its c does, pickle the batches."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from throughput import BATCH, CONSUMER_BASE, create_topics, delete_topics, fill, run_topics
+
+    from streamwatch.runtime.kafka import _raw
+
+    tag = uuid.uuid4().hex[:8]
+    t_pred, t_lab = f"bench{tag}.predictions", f"bench{tag}.labels"
+    create_topics(bootstrap, [t_pred, t_lab])
+    expect = fill(bootstrap, Generator(events, models, 1, label_share, tag), t_pred, t_lab)["messages"]
+    consumer = Consumer({**CONSUMER_BASE, "bootstrap.servers": bootstrap, "group.id": tag})
+    consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in (t_pred, t_lab)])
+    got, out = 0, []
+    while got < expect:
+        msgs = [_raw(m) for m in consumer.consume(min(BATCH, expect - got), 1.0) if m.error() is None]
+        if msgs:
+            out.append(([m for m in msgs if m.topic == t_pred], [m for m in msgs if m.topic == t_lab]))
+            got += len(msgs)
+    consumer.close()
+    delete_topics(bootstrap, run_topics(bootstrap, tag))
+    with path.open("wb") as f:
+        pickle.dump([([astuple(m) for m in p], [astuple(m) for m in lab]) for p, lab in out], f)
+    shape = ", ".join(f"{len(p)}+{len(lab)}" for p, lab in out)
+    print(f"{got} messages in {len(out)} batches (predictions+labels: {shape}) -> {path}")
+
+
+def replayed(path: Path) -> list[tuple[list[RawMessage], list[RawMessage]]]:
+    with path.open("rb") as f:  # written by --record-consumed on this machine
+        saved = pickle.load(f)
+    return [([RawMessage(*m) for m in p], [RawMessage(*m) for m in lab]) for p, lab in saved]
+
+
 def run(settings: Settings, work: list[tuple[list[RawMessage], list[RawMessage]]]) -> tuple[float, int]:
     """CPU seconds of one pass (the machine is shared: wall time moves with the neighbours)."""
     engine = Engine(settings)
@@ -72,20 +117,32 @@ def main() -> None:
     ap.add_argument("--label-share", type=float, default=0.3)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--record-consumed", type=Path, metavar="FILE", help="record c's batches and exit")
+    ap.add_argument("--replay", type=Path, metavar="FILE", help="batches from --record-consumed")
+    ap.add_argument("--no-warm", action="store_true", help="no warm-up pass (for instruction counts)")
+    ap.add_argument("--bootstrap", default="127.0.0.1:9092")
     args = ap.parse_args()
-    gen = Generator(args.events, args.models, 0, args.label_share, "e")
-    work = batches(gen, args.batch)
+    if args.record_consumed:
+        record_consumed(args.record_consumed, args.events, args.models, args.label_share, args.bootstrap)
+        return
+    if args.replay:
+        work = replayed(args.replay)
+    else:
+        work = batches(Generator(args.events, args.models, 0, args.label_share, "e"), args.batch)
     settings = Settings.model_validate(
         {"models": {m: {"features": feature_config()} for m in model_ids(args.models)}}
     )
-    run(settings, work[: max(1, len(work) // 10)])  # warm: calibrations and thresholds
+    if not args.no_warm:
+        run(settings, work[: max(1, len(work) // 10)])  # warm: calibrations and thresholds
     best = float("inf")
     n = 0
     for _ in range(args.repeat):
         seconds, n = run(settings, work)
         best = min(best, seconds)
         print(f"  {n / seconds:,.0f} events/s ({n} events in {seconds:.2f} s of CPU)", flush=True)
-    print(f"best: {n / best:,.0f} events per CPU second (predictions and labels, batches of {args.batch})")
+    if args.repeat:
+        what = f"batches of {args.batch}" if args.replay is None else f"c's batches from {args.replay}"
+        print(f"best: {n / best:,.0f} events per CPU second (predictions and labels, {what})")
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
