@@ -21,8 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import numpy as np
-
 from streamwatch.alerts import Alert
 from streamwatch.columns import FeatureSchema
 from streamwatch.config import Settings
@@ -36,8 +34,8 @@ from streamwatch.decode import (
     decode_labels,
     decode_predictions,
 )
+from streamwatch.ids import event_hashes
 from streamwatch.monitor import ModelMonitor
-from streamwatch.performance.join import event_hash
 from streamwatch.typed import FeatureDecoder
 
 # the limits: name in metrics and alerts -> setting
@@ -291,7 +289,7 @@ class Engine:
             )
         join = m.performance.join if m.performance is not None else None
         if join is not None and join.threshold < _FULL:
-            hashes = np.fromiter(map(event_hash, group.event_ids), np.uint64, len(group))
+            hashes = event_hashes(group.event_ids)
             self.limit_hits["open_predictions"] += int((~join.in_sample(hashes)).sum())
             if watch.threshold == _FULL:  # the store filled in this batch
                 cap = join.cap

@@ -40,12 +40,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamwatch.ids import event_hash, event_hashes
+from streamwatch.ids import UIntArray, event_hash, event_hashes
 from streamwatch.jsonarrays import floats, packed
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-UIntArray = npt.NDArray[np.uint64]
 
 OUTCOMES = ("joined", "duplicate", "orphan", "late", "sampled_out")  # each label ends in one
 _FULL = 1 << 32  # sampling threshold on the hash's top 32 bits: keep everything
