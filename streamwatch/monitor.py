@@ -54,6 +54,7 @@ from streamwatch.performance.tracker import baseline_from_profile, class_name
 from streamwatch.quality.schema import SchemaScan, SchemaTracker, count_capped
 from streamwatch.quality.watch import QualityWatch, invalid_rows
 from streamwatch.sketches import BlockWindow, ReferenceBins
+from streamwatch.sketches.window import Segments
 
 SNAPSHOT_FORMAT = "streamwatch.model-monitor"
 # 4: quality watch, withheld and held drift alerts; 5: joined rows in order; 6: the label rows'
@@ -350,9 +351,10 @@ class ModelMonitor:
             # CUSUM alarms and window evaluations take effect in event order (a CUSUM alarm
             # first at the same event), so alerts do not depend on where batches are cut
             skip = max(0, self.window.blocks - self.window.blocks_closed - 1)  # closes before full
-            scored = self._score_windows(flat, skip)
+            segments = self.window.segments(flat)
+            scored = self._score_windows(flat, segments, skip)
             k = 0
-            for close, (row, _) in enumerate(self.window.add(flat, times[start:])):
+            for close, (row, _) in enumerate(self.window.add(flat, times[start:], segments)):
                 i = start + row
                 while k < len(hits) and hits[k][0] <= i:
                     alerts += self._cusum_alarm(*hits[k], times, start, first, group.versions)
@@ -602,11 +604,11 @@ class ModelMonitor:
                 began = self._time_of(began_index, first - 1)
         return [self._fire(j, "cusum", d.statistic, d.threshold, seen, int(times[row]), began, versions[row])]
 
-    def _score_windows(self, flat: IntArray, skip: int) -> _Evaluations:
+    def _score_windows(self, flat: IntArray, segments: Segments, skip: int) -> _Evaluations:
         """The statistics of every full window that adding ``flat`` closes (all but the first
         ``skip`` closes), in one vectorised call, before the batch is added."""
         assert self.window is not None and self.tests is not None
-        scores, thresholds = self.tests.evaluate(self.window.counts_at_closes(flat)[skip:])
+        scores, thresholds = self.tests.evaluate(self.window.counts_at_closes(flat, segments)[skip:])
         with np.errstate(invalid="ignore"):
             over = scores > thresholds
             under = scores < self.settings.resolve_ratio * thresholds

@@ -289,13 +289,12 @@ class FeatureWindowTests:
         stats = self.values(counts)
         if counts.shape[-1] == 0:
             return stats, np.full(stats.shape, np.nan)
-        per_feature = np.add.reduceat(counts, self.offsets, axis=-1)
-        if per_feature.ndim == 1:
-            return stats, self._thresholds(tuple(per_feature.tolist()))
+        per_feature = np.add.reduceat(counts.reshape(-1, counts.shape[-1]), self.offsets, axis=1)
         # windows of one batch mostly hold the same count per feature: look each up once
         rows = list(map(tuple, per_feature.tolist()))
         known = {row: self._thresholds(row) for row in dict.fromkeys(rows)}
-        return stats, np.stack([known[row] for row in rows]) if rows else np.full(stats.shape, np.nan)
+        thresholds = np.array([known[row] for row in rows], dtype=np.float64).reshape(stats.shape)
+        return stats, thresholds
 
     def _thresholds(self, per_feature: tuple[int, ...]) -> FloatArray:
         thresholds = np.full(len(self.tests), np.nan)

@@ -99,8 +99,12 @@ class Rows:
     last: int | None = None
 
     def __len__(self) -> int:
-        n = sum(len(c[0]) for c in self.chunks) if len(self.chunks) > 1 else self._single()
+        n = self._held()
         return n if self.last is None else min(n, self.last)
+
+    def _held(self) -> int:
+        """Rows in the chunks, before any trim to ``last``."""
+        return sum(len(c[0]) for c in self.chunks) if len(self.chunks) > 1 else self._single()
 
     def _single(self) -> int:
         return len(self.chunks[0][0]) if self.chunks else 0
@@ -116,7 +120,7 @@ class Rows:
         if len(y_true):
             self.chunks.append((y_true, y_pred, scores, times, hashes))
             # merge now and then so counting stays cheap (and trim to ``last``)
-            over = self.last is not None and sum(len(c[0]) for c in self.chunks) > 2 * self.last
+            over = self.last is not None and self._held() > 2 * self.last
             if over or len(self.chunks) >= 64:
                 self.arrays()
 

@@ -8,12 +8,20 @@ per-block histograms also let a detector estimate in which block a change began.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 IntArray = npt.NDArray[np.int64]
+
+
+class Segments(NamedTuple):
+    """A batch cut at the rows that close blocks (see :meth:`BlockWindow.segments`)."""
+
+    cuts: list[int]
+    hist: IntArray
+    closes: int
 
 
 class BlockWindow:
@@ -63,10 +71,11 @@ class BlockWindow:
         k = min(self.blocks, self.blocks_closed)
         return self.start_ms[(self.blocks_closed - k + np.arange(k)) % self.blocks]
 
-    def _segments(self, flat_bins: IntArray) -> tuple[list[int], IntArray, int]:
+    def segments(self, flat_bins: IntArray) -> Segments:
         """The batch cut where its rows close blocks (``cuts``: segment bounds), each segment's
         histogram (one bincount: segment id * total_bins + bin), and how many blocks it closes
-        (the first segments; a last one that does not close only fills the open block)."""
+        (the first segments; a last one that does not close only fills the open block). Valid
+        until the window changes: :meth:`counts_at_closes` and then :meth:`add` can share it."""
         n = flat_bins.shape[0]
         # rows that close a block: the open block needs step - open_events more
         first_close = self.step - self.open_events - 1
@@ -78,9 +87,9 @@ class BlockWindow:
         valid = flat_bins >= 0
         keys = (seg[:, None] * self.total_bins + flat_bins)[valid]
         hist = np.bincount(keys, minlength=(len(cuts) - 1) * self.total_bins).reshape(-1, self.total_bins)
-        return cuts, hist, len(ends)
+        return Segments(cuts, hist, len(ends))
 
-    def counts_at_closes(self, flat_bins: IntArray) -> IntArray:
+    def counts_at_closes(self, flat_bins: IntArray, segments: Segments | None = None) -> IntArray:
         """The window's :meth:`counts` at each block that adding ``flat_bins`` would close, shape
         ``(closes, total_bins)``, without adding them: so detectors can score every evaluation
         of a batch in one vectorised call. Exact (integer counts), as :meth:`add` would give.
@@ -89,7 +98,7 @@ class BlockWindow:
         >>> w.counts_at_closes(np.array([[0], [1], [1], [2], [2]])).tolist()
         [[1, 1, 0], [1, 2, 1]]
         """
-        _, hist, closes = self._segments(flat_bins)
+        _, hist, closes = self.segments(flat_bins) if segments is None else segments
         if closes == 0:
             return np.zeros((0, self.total_bins), dtype=np.int64)
         new = hist[:closes].copy()
@@ -101,14 +110,17 @@ class BlockWindow:
         window: IntArray = cum[upto] - cum[np.maximum(upto - self.blocks, 0)]
         return window
 
-    def add(self, flat_bins: IntArray, times_ms: IntArray) -> Iterator[tuple[int, int]]:
+    def add(
+        self, flat_bins: IntArray, times_ms: IntArray, segments: Segments | None = None
+    ) -> Iterator[tuple[int, int]]:
         """Add events (rows of flat bin indices, -1 = missing) in order.
 
         Yields, each time a block closes, ``(row index of its last event, blocks closed)``,
         with the window as it is at that event, so the caller can evaluate its detectors there.
-        The events are only all added once the iterator is exhausted.
+        The events are only all added once the iterator is exhausted. ``segments``: this
+        batch's :meth:`segments`, when the caller has them already.
         """
-        cuts, hist, _ = self._segments(flat_bins)
+        cuts, hist, _ = self.segments(flat_bins) if segments is None else segments
         for s in range(len(cuts) - 1):
             lo, hi = cuts[s], cuts[s + 1]
             if self.open_events == 0:
